@@ -1,0 +1,16 @@
+"""pyrovae: deep latent-variable models on Pyro.
+
+Write a generative model as a Pyro ``model`` and an amortized encoder as a Pyro
+``guide``; pyrovae trains the pair with SVI and evaluates it. See the README
+for the pair contract.
+"""
+
+from .data import ImageSplit, load_dataset
+from .objectives import ELBO, Objective
+from .pair import PairError, check_pair, run_pair
+from .train import SVIRun, evaluate_elbo
+
+__version__ = "0.1.0"
+
+__all__ = ["ELBO", "ImageSplit", "Objective", "PairError", "SVIRun", "check_pair", "evaluate_elbo",
+           "load_dataset", "run_pair"]

@@ -1,0 +1,72 @@
+"""Atomic checkpoints that load with ``torch.load(..., weights_only=True)``.
+
+A checkpoint holds tensors and plain data only: the pair's state dicts, the
+optimizer state, the epoch, RNG states, the configuration and the history.
+It is written to a temporary file in the same folder, flushed to disk, then
+renamed over the old one, so an interrupted write leaves the previous
+checkpoint intact.
+"""
+
+import os
+import tempfile
+
+import torch
+
+FORMAT = "pyrovae-checkpoint-1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit the pair."""
+
+
+def save_atomic(obj, path):
+    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path):
+    """Load a checkpoint, raising :class:`CheckpointError` naming the file if it is unreadable."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable (corrupted or truncated?): "
+                              f"{type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pyrovae checkpoint (expected format {FORMAT!r})")
+    return ckpt
+
+
+def pair_state(model, guide):
+    """The state dicts of whichever of model and guide are ``nn.Module`` s."""
+    return {role: m.state_dict() for role, m in (("model", model), ("guide", guide))
+            if isinstance(m, torch.nn.Module)}
+
+
+def load_pair_state(model, guide, state, path="checkpoint"):
+    """Load :func:`pair_state` into a pair, with an error naming any mismatch of architecture."""
+    for role, m in (("model", model), ("guide", guide)):
+        if role not in state:
+            continue
+        own = m.state_dict()
+        saved = state[role]
+        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+        wrong = [f"{k}: saved {list(saved[k].shape)} vs pair {list(own[k].shape)}"
+                 for k in own if k in saved and saved[k].shape != own[k].shape]
+        if missing or unexpected or wrong:
+            raise CheckpointError(
+                f"{path} was written for a different {role} architecture: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}")
+        m.load_state_dict(saved)

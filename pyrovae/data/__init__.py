@@ -1,0 +1,61 @@
+"""Datasets: the built-in procedural ``shapes``, MNIST and Fashion-MNIST.
+
+:func:`load_dataset` returns a :class:`Dataset` of train / validation / test
+:class:`ImageSplit` s with values in [0, 1].
+"""
+
+import numpy as np
+import torch
+
+from .mnist import load_idx_split
+from .shapes import ShapesFactors
+from .splits import BINARIZE, Dataset, ImageSplit, check_images
+
+DATASETS = ("shapes", "mnist", "fashion-mnist")
+
+__all__ = ["BINARIZE", "DATASETS", "Dataset", "ImageSplit", "ShapesFactors", "check_images", "load_dataset"]
+
+
+def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, download=False,
+                 num_train=None, num_test=None):
+    """Load a dataset by name into train / validation / test splits.
+
+    ``shapes``: ``num_train`` (default 10,000) training images drawn uniformly
+    from the factor grid with ``seed``, a validation split of ``val_size``
+    (default 1,000) and a test split of ``num_test`` (default 1,000), each from
+    its own seed; labels are the factor indices. Already binary.
+
+    ``mnist`` / ``fashion-mnist``: from the IDX files in ``data_dir`` (see
+    :mod:`pyrovae.data.mnist`); the last ``val_size`` (default 10,000) of the 60,000
+    training images, after a fixed shuffle, form the validation split.
+    ``num_train``/``num_test`` take the first images only, for quick runs.
+    """
+    if name == "shapes":
+        return _shapes(num_train or 10_000, val_size or 1_000, num_test or 1_000, seed)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    images, labels = load_idx_split(name, "train", data_dir, download)
+    test_images, test_labels = load_idx_split(name, "test", data_dir)
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(12345))
+    n_val = val_size or 10_000
+    train_idx, val_idx = order[:-n_val], order[-n_val:]
+    if num_train:
+        train_idx = train_idx[:num_train]
+    if num_test:
+        test_images, test_labels = test_images[:num_test], test_labels[:num_test]
+    return Dataset(
+        name,
+        ImageSplit(images[train_idx], labels[train_idx], binarize, seed),
+        ImageSplit(images[val_idx], labels[val_idx], binarize, seed + 1),
+        ImageSplit(test_images, test_labels, binarize, seed + 2),
+    )
+
+
+def _shapes(num_train, num_val, num_test, seed):
+    grid = ShapesFactors()
+
+    def split(n, s):
+        factors, images = grid.sample(n, np.random.default_rng(s))
+        return ImageSplit(images, torch.from_numpy(factors))
+
+    return Dataset("shapes", split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))

@@ -1,0 +1,149 @@
+"""Encoder and decoder networks for single-channel images.
+
+Every network here accepts any number of extra leading batch dimensions: an
+input of shape ``[*batch, *in_shape]`` gives an output of shape
+``[*batch, *out_shape]``. pyrovae relies on this to evaluate K importance
+particles at once under an outer ``pyro.plate`` instead of a Python loop.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
+
+
+def _activation(name):
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+
+
+def _apply_flat(net, x, n_event_dims, out_shape):
+    """Run ``net`` on ``x`` with its leading batch dims folded into one."""
+    batch = x.shape[: x.dim() - n_event_dims]
+    y = net(x.reshape(-1, *x.shape[x.dim() - n_event_dims:]))
+    return y.reshape(*batch, *out_shape)
+
+
+def mlp(sizes, activation="relu"):
+    """A fully connected stack ``sizes[0] -> ... -> sizes[-1]`` with no final activation."""
+    act = _activation(activation)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class GaussianHead(nn.Module):
+    """Maps features to the mean and log-scale of a diagonal Gaussian."""
+
+    def __init__(self, in_features, latent_dim):
+        super().__init__()
+        self.loc = nn.Linear(in_features, latent_dim)
+        self.log_scale = nn.Linear(in_features, latent_dim)
+
+    def forward(self, h):
+        return self.loc(h), self.log_scale(h)
+
+
+class MLPEncoder(nn.Module):
+    """x of shape ``[*batch, *image_shape]`` -> (loc, log_scale), each ``[*batch, latent_dim]``."""
+
+    def __init__(self, image_shape, latent_dim, hidden=(400,), activation="relu"):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        sizes = [math.prod(self.image_shape), *hidden]
+        self.body = nn.Sequential(nn.Flatten(), mlp(sizes, activation), _activation(activation)())
+        self.head = GaussianHead(sizes[-1], latent_dim)
+
+    def forward(self, x):
+        h = _apply_flat(self.body, x, len(self.image_shape), (self.head.loc.in_features,))
+        return self.head(h)
+
+
+class MLPDecoder(nn.Module):
+    """z of shape ``[*batch, latent_dim]`` -> distribution parameters ``[*batch, *image_shape]``."""
+
+    def __init__(self, image_shape, latent_dim, hidden=(400,), activation="relu"):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.net = mlp([latent_dim, *hidden, math.prod(self.image_shape)], activation)
+
+    def forward(self, z):
+        return self.net(z).reshape(*z.shape[:-1], *self.image_shape)
+
+
+def _conv_plan(size):
+    """Channel plan for 28x28 or 64x64 images: stride-2 convolutions down to 7x7 or 4x4."""
+    if size == 28:
+        return [(1, 32, 4, 2, 1), (32, 64, 4, 2, 1)], (64, 7, 7)
+    if size == 64:
+        return [(1, 32, 4, 2, 1), (32, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 64, 4, 2, 1)], (64, 4, 4)
+    raise ValueError(f"convolutional networks take 28x28 or 64x64 images, got {size}x{size}")
+
+
+class ConvEncoder(nn.Module):
+    """Strided convolutions then a Gaussian head; images ``[*batch, 1, S, S]`` with S in {28, 64}."""
+
+    def __init__(self, image_shape, latent_dim, hidden=256, activation="relu"):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        if len(self.image_shape) != 3 or self.image_shape[0] != 1 or self.image_shape[1] != self.image_shape[2]:
+            raise ValueError(f"ConvEncoder takes single-channel square images [1, S, S], got {list(image_shape)}")
+        plan, feat = _conv_plan(self.image_shape[1])
+        act = _activation(activation)
+        layers = []
+        for c_in, c_out, k, s, p in plan:
+            layers += [nn.Conv2d(c_in, c_out, k, s, p), act()]
+        layers += [nn.Flatten(), nn.Linear(math.prod(feat), hidden), act()]
+        self.body = nn.Sequential(*layers)
+        self.head = GaussianHead(hidden, latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, x):
+        h = _apply_flat(self.body, x, 3, (self.head.loc.in_features,))
+        return self.head(h)
+
+
+class ConvDecoder(nn.Module):
+    """A linear layer then transposed convolutions mirroring :class:`ConvEncoder`."""
+
+    def __init__(self, image_shape, latent_dim, hidden=256, activation="relu"):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        if len(self.image_shape) != 3 or self.image_shape[0] != 1 or self.image_shape[1] != self.image_shape[2]:
+            raise ValueError(f"ConvDecoder makes single-channel square images [1, S, S], got {list(image_shape)}")
+        plan, feat = _conv_plan(self.image_shape[1])
+        act = _activation(activation)
+        layers = [nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(feat)), act(),
+                  nn.Unflatten(1, feat)]
+        for i, (c_out, c_in, k, s, p) in enumerate(reversed(plan)):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, k, s, p))
+            if i < len(plan) - 1:
+                layers.append(act())
+        self.net = nn.Sequential(*layers)
+        self.latent_dim = latent_dim
+
+    def forward(self, z):
+        return _apply_flat(self.net, z, 1, self.image_shape)
+
+
+ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
+
+
+def make_networks(arch, image_shape, latent_dim, hidden=None, activation="relu"):
+    """Build a matching (encoder, decoder) pair by name: ``"mlp"`` or ``"conv"``."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown network architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    enc_cls, dec_cls = ARCHITECTURES[arch]
+    kw = {"activation": activation}
+    if hidden is not None:
+        kw["hidden"] = tuple(hidden) if arch == "mlp" else int(hidden)
+    return enc_cls(image_shape, latent_dim, **kw), dec_cls(image_shape, latent_dim, **kw)

@@ -1,0 +1,120 @@
+"""Training objectives for any (model, guide) pair.
+
+An objective maps one run of the pair on a batch to a scalar loss to minimise
+(per datapoint, so the learning rate does not depend on the batch size) and a
+dict of statistics. Objectives follow Pyro's module style: ``ELBO()(model, guide)``
+is an ``nn.Module`` whose ``parameters()`` are the pair's and whose
+``forward(x)`` is the loss, so a plain torch optimizer (or DDP) can drive it.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.distributions import kl_divergence
+
+from .pair import max_plate_nesting, observed_sites, run_pair
+
+
+@dataclass
+class ELBOTerms:
+    """Batch sums of the ELBO's two parts: E_q[log p(x|z)] and KL(q(z|x) || p(z)) per latent site."""
+
+    reconstruction: torch.Tensor
+    kl: dict = field(default_factory=dict)
+    batch_size: int = 1
+
+    @property
+    def total_kl(self):
+        return sum(self.kl.values(), torch.zeros(()))
+
+    @property
+    def elbo(self):
+        return self.reconstruction - self.total_kl
+
+
+class Objective:
+    """Base class: subclasses define :meth:`loss` ``(model, guide, x) -> (loss, stats)``.
+
+    ``state`` holds the objective's scheduled scalars (KL weight, capacity) as
+    0-dim tensors; a captured SVI step (:mod:`pyrovae.step`) passes them as
+    inputs, so a schedule must change them in :meth:`set_progress`, never
+    replace them by Python numbers read inside :meth:`loss`.
+    """
+
+    def __init__(self):
+        self.state = {}
+
+    def loss(self, model, guide, x):
+        raise NotImplementedError
+
+    def set_progress(self, epoch, step):
+        """Called by the SVI run before each step; schedules (warm-up, capacity) override it."""
+
+    def __call__(self, model, guide):
+        return ObjectiveModule(self, model, guide)
+
+
+class ObjectiveModule(nn.Module):
+    """``objective(model, guide)``: the pair's parameters and the loss as one module."""
+
+    def __init__(self, objective, model, guide):
+        super().__init__()
+        self.objective = objective
+        self.model = model
+        self.guide = guide
+
+    def forward(self, x, with_stats=False):
+        loss, stats = self.objective.loss(self.model, self.guide, x)
+        return (loss, stats) if with_stats else loss
+
+
+class ELBO(Objective):
+    """The evidence lower bound (Kingma & Welling 2014, arXiv 1312.6114).
+
+    ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), estimated with
+    ``num_particles`` reparameterised draws. With ``analytic_kl=True`` the KL of
+    each latent site is computed in closed form when torch knows it for the
+    guide's and the model's distributions (as Pyro's ``TraceMeanField_ELBO``),
+    and by Monte Carlo, log q(z|x) - log p(z), otherwise. The KL of a site whose
+    prior depends on another latent (hierarchical models) is always Monte Carlo
+    given the replayed parent draw, which is still unbiased.
+    """
+
+    def __init__(self, analytic_kl=True, num_particles=1):
+        if num_particles < 1:
+            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        super().__init__()
+        self.analytic_kl = analytic_kl
+        self.num_particles = num_particles
+        self._closed_form = {}
+        self._nesting = None
+
+    def _site_kl(self, name, q, p):
+        if self.analytic_kl and self._closed_form.get(name, True):
+            try:
+                kl = kl_divergence(q.fn, p.fn)
+                self._closed_form[name] = True
+                return kl.sum()
+            except NotImplementedError:
+                self._closed_form[name] = False
+        return (q.log_prob() - p.log_prob()).sum()
+
+    def terms(self, model, guide, x):
+        """The batch sums of reconstruction and per-site KL, averaged over particles."""
+        k = self.num_particles
+        if k == 1:
+            guide_sites, model_sites = run_pair(model, guide, x)
+        else:
+            if self._nesting is None:
+                self._nesting = max_plate_nesting(model, guide, x)
+            guide_sites, model_sites = run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
+        rec = sum(site.log_prob().sum() for site in observed_sites(model_sites).values()) / k
+        kl = {name: self._site_kl(name, q, model_sites[name]) / k for name, q in guide_sites.items()}
+        return ELBOTerms(rec, kl, x.shape[0])
+
+    def loss(self, model, guide, x):
+        t = self.terms(model, guide, x)
+        elbo = t.elbo / t.batch_size
+        return -elbo, {"elbo": elbo.detach(), "reconstruction": t.reconstruction.detach() / t.batch_size,
+                       "kl": t.total_kl.detach() / t.batch_size}

@@ -1,0 +1,125 @@
+"""Run folders: train from a configuration, reload a trained pair, evaluate it.
+
+A run folder holds ``config.json``, ``last.pt`` and ``best.pt``,
+``metrics.jsonl``, ``samples.png``, ``reconstructions.png`` and
+``summary.json``.
+"""
+
+import json
+import os
+import time
+import warnings
+
+import pyro
+import torch
+
+from . import checkpoint as ckpt_io
+from . import viz
+from .build import build_pair
+from .data import load_dataset
+from .objectives import ELBO
+from .train import SVIRun, evaluate_elbo
+
+DEFAULTS = {
+    "model": "vae", "guide": "gaussian", "dataset": "shapes", "data_dir": None, "download": False,
+    "binarize": None, "num_train": None, "num_test": None, "val_size": None,
+    "arch": "mlp", "hidden": None, "activation": "relu", "latent_dim": 10, "likelihood": "bernoulli",
+    "prior": "standard", "analytic_kl": True, "particles": 1,
+    "epochs": 20, "batch_size": 128, "lr": 1e-3, "clip_norm": None, "patience": None, "seed": 0,
+    "device": "cpu", "step_mode": "graph", "out": None,
+}
+
+
+def make_config(**overrides):
+    """A full run configuration: :data:`DEFAULTS` updated with ``overrides`` (unknown keys are errors)."""
+    unknown = sorted(set(overrides) - set(DEFAULTS) - {"image_shape"})
+    if unknown:
+        raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
+    if cfg["binarize"] is None and cfg["dataset"] != "shapes" and cfg["likelihood"] == "bernoulli":
+        cfg["binarize"] = "dynamic"
+    if cfg["out"] is None:
+        cfg["out"] = os.path.join("runs", f"{cfg['dataset']}-{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
+
+
+def dataset_for(cfg):
+    return load_dataset(cfg["dataset"], cfg["data_dir"], cfg["binarize"], cfg["val_size"], cfg["seed"],
+                        cfg["download"], cfg["num_train"], cfg["num_test"])
+
+
+def make_objective(cfg):
+    return ELBO(analytic_kl=cfg["analytic_kl"], num_particles=cfg["particles"])
+
+
+def train(cfg, resume=False, progress=True):
+    """Train the configured pair into the run folder ``cfg["out"]``; returns the summary dict."""
+    out = cfg["out"]
+    if resume:
+        saved = read_config(out)
+        saved.update({k: cfg[k] for k in ("epochs", "patience", "device", "step_mode")})
+        cfg = saved
+    elif os.path.exists(os.path.join(out, "last.pt")):
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    data = dataset_for(cfg)
+    cfg["image_shape"] = list(data.image_shape)
+    pyro.set_rng_seed(cfg["seed"])
+    model, guide = build_pair(cfg)
+    os.makedirs(out, exist_ok=True)
+    _write_json(os.path.join(out, "config.json"), cfg)
+    run = SVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
+                 batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
+                 patience=cfg["patience"], seed=cfg["seed"], device=cfg["device"], run_dir=out, config=cfg,
+                 step_mode=cfg["step_mode"], progress=progress)
+    start = time.perf_counter()
+    run.fit(resume=resume)
+    wall = time.perf_counter() - start
+    best = os.path.join(out, "best.pt")
+    if os.path.exists(best):
+        ckpt_io.load_pair_state(model, guide, ckpt_io.load(best)["pair"], best)
+    summary = {"test_elbo": evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"]),
+               "epochs_run": run.epoch, "train_seconds": wall, "num_test": len(data.test),
+               "best_val_elbo": run.best_val}
+    write_pictures(model, guide, data.test, out, cfg["device"])
+    _write_json(os.path.join(out, "summary.json"), summary)
+    return summary
+
+
+def write_pictures(model, guide, split, out, device="cpu"):
+    """``samples.png`` and ``reconstructions.png`` in the run folder."""
+    torch.manual_seed(0)
+    x = split.fixed(0).materialize(torch.arange(min(32, len(split)))).to(device)
+    viz.save_reconstructions(model, guide, x, os.path.join(out, "reconstructions.png"))
+    try:
+        viz.save_grid(viz.sample_means(model, 64), os.path.join(out, "samples.png"), title="samples: mean of p(x|z), z ~ p(z)")
+    except (TypeError, ValueError, RuntimeError) as e:
+        warnings.warn(f"no samples.png: the model cannot sample without data (model(None, batch_size=B) failed: {e})")
+
+
+def read_config(run_dir):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir} is not a pyrovae run folder (no config.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_run(run_dir, which="best"):
+    """``(cfg, model, guide, dataset)`` of a run folder, with the ``best`` (or ``last``) parameters."""
+    cfg = read_config(run_dir)
+    data = dataset_for(cfg)
+    model, guide = build_pair(cfg)
+    path = os.path.join(run_dir, f"{which}.pt")
+    state = ckpt_io.load(path)
+    ckpt_io.load_pair_state(model, guide, state["pair"], path)
+    for m in (model, guide):
+        if isinstance(m, torch.nn.Module):
+            m.to(cfg["device"]).eval()
+    return cfg, model, guide, data
+
+
+def _write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)

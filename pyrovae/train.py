@@ -1,0 +1,220 @@
+"""The SVI run: mini-batch training of any (model, guide) pair.
+
+:class:`SVIRun` is stochastic variational inference (Hoffman et al. 2013;
+Kingma & Welling 2014) on torch optimizers over the pair's parameters, in
+Pyro's ``ELBO(...)(model, guide)`` module style: mini-batches, Adam, optional
+gradient clipping, a validation bound each epoch, early stopping, atomic
+``best``/``last`` checkpoints with exact resume, a progress bar and a JSONL
+metrics log. :func:`train` builds everything from a configuration (the CLI's
+``pyrovae train``).
+"""
+
+import json
+import math
+import os
+import time
+import warnings
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt_io
+from .data import ImageSplit
+from .objectives import ELBO
+from .pair import PairError, check_pair
+from .step import StepFunction
+
+
+def as_split(data):
+    """Wrap a tensor of images as an :class:`ImageSplit` (used as it is)."""
+    return data if isinstance(data, ImageSplit) else ImageSplit(data)
+
+
+@torch.no_grad()
+def evaluate_elbo(model, guide, split, batch_size=500, device="cpu", seed=0):
+    """The mean ELBO in nats per datapoint over ``split`` (dynamic binarization drawn once from ``seed``)."""
+    split = as_split(split).fixed(seed)
+    objective = ELBO(analytic_kl=True)
+    total, n = 0.0, 0
+    for x in split.batches(batch_size, device=device):
+        total += objective.terms(model, guide, x).elbo.item()
+        n += x.shape[0]
+    return total / n
+
+
+class SVIRun:
+    """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.objectives.ELBO`).
+
+    ``train`` and ``val`` are :class:`~pyrovae.data.ImageSplit` s or image
+    tensors. With ``run_dir`` set, ``last.pt`` and ``best.pt`` are written there
+    each epoch (atomically) along with ``metrics.jsonl``; ``fit(resume=True)``
+    continues from ``last.pt`` and gives the same parameters as a run that was
+    never interrupted. ``patience``: stop after that many epochs without a better
+    validation bound (epochs before ``ignore_before_epoch`` do not count).
+    """
+
+    def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
+                 clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu", run_dir=None,
+                 config=None, step_mode="graph", progress=True):
+        self.model, self.guide = model, guide
+        self.train_split = as_split(train)
+        self.val_split = None if val is None else as_split(val)
+        self.objective = objective if objective is not None else ELBO()
+        self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
+        self.clip_norm, self.patience, self.ignore_before_epoch = clip_norm, patience, ignore_before_epoch
+        self.seed, self.device, self.run_dir = seed, torch.device(device), run_dir
+        self.config = dict(config or {})
+        self.progress = progress
+        if batch_size < 1 or epochs < 0 or not lr > 0:
+            raise ValueError(f"need batch_size >= 1, epochs >= 0, lr > 0; got {batch_size}, {epochs}, {lr}")
+        for m in (model, guide):
+            if isinstance(m, torch.nn.Module):
+                m.to(self.device)
+        self.module = self.objective(model, guide)
+        self.latent_sites = self._check(self.train_split)
+        self.params = self._collect_params()
+        self.optimizer = torch.optim.Adam(self.params, lr=lr)
+        self.step_fn = StepFunction(self.module, self.params, step_mode)
+        self.history, self.epoch, self.global_step = [], 0, 0
+        self.best_val, self.bad_epochs = -math.inf, 0
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+
+    def _check(self, split):
+        x = split.materialize(torch.arange(min(len(split), self.batch_size)),
+                              torch.Generator().manual_seed(0)).to(self.device)
+        try:
+            names = check_pair(self.model, self.guide, x)
+        except PairError:
+            raise
+        except (RuntimeError, ValueError) as e:
+            raise PairError(f"data of shape {list(x.shape)} does not fit the pair: running it failed with "
+                            f"{type(e).__name__}: {e}") from None
+        return names
+
+    def _collect_params(self):
+        """The pair's parameters: its nn.Modules' and any it registers in Pyro's param store."""
+        params = {id(p): p for p in self.module.parameters()}
+        x = self.train_split.materialize(torch.arange(1)).to(self.device)
+        with pyro.poutine.trace(param_only=True) as tr, torch.no_grad():
+            self.objective.loss(self.model, self.guide, x)
+        store = {name: site["value"].unconstrained() for name, site in tr.trace.nodes.items()}
+        self._store_params = {name: p for name, p in store.items() if id(p) not in params}
+        params.update({id(p): p for p in self._store_params.values()})
+        return list(params.values())
+
+    # -- checkpoints -------------------------------------------------------
+    def _state(self):
+        state = {
+            "format": ckpt_io.FORMAT,
+            "pair": ckpt_io.pair_state(self.model, self.guide),
+            "param_store": {k: v.detach().cpu() for k, v in self._store_params.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch, "global_step": self.global_step,
+            "best_val": self.best_val, "bad_epochs": self.bad_epochs,
+            "history": self.history, "config": self.config,
+            "rng": {"torch": torch.random.get_rng_state()},
+        }
+        if self.device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state(self, path):
+        """Restore everything :meth:`_state` saved; errors name a corrupt or mismatched checkpoint."""
+        state = ckpt_io.load(path)
+        ckpt_io.load_pair_state(self.model, self.guide, state["pair"], path)
+        for name, value in state["param_store"].items():
+            if name not in self._store_params:
+                raise ckpt_io.CheckpointError(f"{path} holds parameter {name!r} that this pair does not have")
+            with torch.no_grad():
+                self._store_params[name].copy_(value)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ckpt_io.CheckpointError(f"{path}: optimizer state does not fit this pair: {e}") from None
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best_val, self.bad_epochs = state["best_val"], state["bad_epochs"]
+        self.history = list(state["history"])
+        torch.random.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        return state
+
+    def _path(self, name):
+        return os.path.join(self.run_dir, name)
+
+    def _write_metrics(self):
+        tmp = self._path(".metrics.jsonl.tmp")
+        with open(tmp, "w") as f:
+            for row in self.history:
+                f.write(json.dumps(row) + "\n")
+        os.replace(tmp, self._path("metrics.jsonl"))
+
+    # -- training ----------------------------------------------------------
+    def fit(self, resume=False):
+        """Train until ``epochs`` or early stopping; returns the history (one dict per epoch)."""
+        if resume:
+            if not self.run_dir:
+                raise ValueError("resume needs the run_dir of the run to continue")
+            self.load_state(self._path("last.pt"))
+        with pyro.validation_enabled(False):
+            while self.epoch < self.epochs and not self._should_stop():
+                self._train_epoch()
+        return self.history
+
+    def _should_stop(self):
+        return self.patience is not None and self.bad_epochs >= self.patience
+
+    def _train_epoch(self):
+        epoch = self.epoch
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        n_batches = math.ceil(len(self.train_split) / self.batch_size)
+        sums, seen, start = {}, 0, time.perf_counter()
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                   disable=not self.progress, dynamic_ncols=True)
+        for x in self.train_split.batches(self.batch_size, generator, shuffle=True, device=self.device):
+            self.objective.set_progress(epoch, self.global_step)
+            stats = self.step_fn(x)
+            if self.clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            self.optimizer.step()
+            self.global_step += 1
+            b = x.shape[0]
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            seen += b
+            if bar.n % 10 == 0:
+                bar.set_postfix(elbo=f"{sums['elbo'] / seen:.2f}" if "elbo" in sums else None,
+                                ex_s=f"{seen / (time.perf_counter() - start):.0f}")
+            bar.update(1)
+        bar.close()
+        train_time = time.perf_counter() - start
+        row = {"epoch": epoch + 1, "step": self.global_step, **{f"train_{k}": v / seen for k, v in sums.items()},
+               "examples_per_s": seen / train_time, "train_seconds": train_time}
+        if self.val_split is not None:
+            row["val_elbo"] = evaluate_elbo(self.model, self.guide, self.val_split, device=self.device,
+                                            seed=self.seed)
+        improved = self._record(row)
+        self.epoch += 1
+        self.history.append(row)
+        if self.progress:
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        if self.run_dir:
+            state = self._state()
+            ckpt_io.save_atomic(state, self._path("last.pt"))
+            if improved:
+                ckpt_io.save_atomic(state, self._path("best.pt"))
+            self._write_metrics()
+
+    def _record(self, row):
+        """Update early-stopping bookkeeping; True when this epoch is the best so far."""
+        score = row.get("val_elbo", row.get("train_elbo", -math.inf))
+        if not math.isfinite(score):
+            warnings.warn(f"epoch {row['epoch']}: the bound is {score}; check the learning rate and the data")
+        if score > self.best_val:
+            self.best_val, self.bad_epochs = score, 0
+            return True
+        if row["epoch"] > self.ignore_before_epoch:
+            self.bad_epochs += 1
+        return False
