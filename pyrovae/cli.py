@@ -25,6 +25,8 @@ def _train_parser(sub):
     p.add_argument("--binarize", default=None, choices=[b for b in BINARIZE if b],
                    help="binarization of grey images (default: dynamic for a Bernoulli likelihood)")
     p.add_argument("--num-train", type=int, default=None, help="use only this many training images")
+    p.add_argument("--num-test", type=int, default=None, help="use only this many test images")
+    p.add_argument("--val-size", type=int, default=None, help="validation images (shapes: 1000, MNIST: 10000)")
     p.add_argument("--arch", default="mlp", choices=["mlp", "conv"], help="encoder/decoder networks")
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes")
     p.add_argument("--latent-dim", type=int, default=10)
@@ -49,7 +51,8 @@ def _train_parser(sub):
 def cmd_train(args):
     from .runs import make_config, train
 
-    keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "arch", "hidden",
+    keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "num_test", "val_size",
+            "arch", "hidden",
             "latent_dim", "likelihood", "analytic_kl", "particles", "epochs", "batch_size", "lr", "clip_norm",
             "patience", "seed", "device", "step_mode", "out")
     cfg = make_config(**{k: getattr(args, k) for k in keys})

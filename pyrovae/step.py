@@ -60,12 +60,14 @@ class StepFunction:
         key = tuple(x.shape), x.dtype, x.device
         graph = self._graphs.get(key)
         if graph is None:
-            graph = self._capture_and_check(x)
-            if graph is None:
+            captured = self._capture_and_check(x)
+            if captured is None:
                 return self._eager(x)
+            graph, grads, stats = captured
             self._graphs[key] = graph
-        with torch.no_grad():
-            grads, stats = graph.run(self._flat_inputs(x))
+        else:
+            with torch.no_grad():
+                grads, stats = graph.run(self._flat_inputs(x))
         for p, g in zip(self._names.values(), grads):
             p.grad = g
         return stats
@@ -108,15 +110,17 @@ class StepFunction:
         from torch.fx.experimental.proxy_tensor import make_fx
 
         args = self._flat_inputs(x)
+        rng = torch.random.get_rng_state()  # capture draws random numbers: it must not shift the stream
         try:
             fn = make_fx(self._loss_and_grads)(*args)
             fn = torch.compile(fn) if self.mode == "inductor" else _script(fn, args)
             graph = _Graph(fn, len(self._names), self._stat_names)
-            rng = torch.random.get_rng_state()
+            torch.random.set_rng_state(rng)
             with torch.no_grad():
-                grads, _ = graph.run(args)
+                grads, stats = graph.run(args)
             after = torch.random.get_rng_state()
         except Exception as e:  # capture is an optimisation: any failure means eager
+            torch.random.set_rng_state(rng)
             self._fall_back(f"capturing the step failed ({type(e).__name__}: {e})")
             return None
         torch.random.set_rng_state(rng)
@@ -127,8 +131,9 @@ class StepFunction:
             if not (g - expected).norm() <= 1e-4 * expected.norm() + 1e-6:
                 self._fall_back(f"the captured step's gradient for {name!r} differs from the eager one "
                                 "(the pair's control flow may depend on tensor values)")
+                torch.random.set_rng_state(rng)  # the eager step that follows redraws the same numbers
                 return None
-        return graph
+        return graph, grads, stats
 
 
 class _Graph:

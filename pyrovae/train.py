@@ -33,13 +33,21 @@ def as_split(data):
 
 @torch.no_grad()
 def evaluate_elbo(model, guide, split, batch_size=500, device="cpu", seed=0):
-    """The mean ELBO in nats per datapoint over ``split`` (dynamic binarization drawn once from ``seed``)."""
+    """The mean ELBO in nats per datapoint over ``split``.
+
+    Dynamic binarization and the latent draws come from ``seed`` on a forked
+    random state: the result is reproducible and training's random stream is
+    left untouched.
+    """
     split = as_split(split).fixed(seed)
     objective = ELBO(analytic_kl=True)
     total, n = 0.0, 0
-    for x in split.batches(batch_size, device=device):
-        total += objective.terms(model, guide, x).elbo.item()
-        n += x.shape[0]
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for x in split.batches(batch_size, device=device):
+            total += objective.terms(model, guide, x).elbo.item()
+            n += x.shape[0]
     return total / n
 
 

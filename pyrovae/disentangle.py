@@ -1,0 +1,526 @@
+"""Disentanglement metrics: BetaVAE, FactorVAE, MIG, DCI and SAP scores.
+
+Every metric is one function with the calling convention of disentanglement_lib
+(Locatello et al. 2019, "Challenging common assumptions in the unsupervised
+learning of disentangled representations")::
+
+    metric(representation_fn, ground_truth, rng, <sample sizes>, batch_size=...) -> dict
+
+- ``representation_fn`` maps a batch of observations ``[N, ...]`` (a float tensor,
+  as the ground-truth dataset renders it) to codes: an array ``[N, D]``.
+  :func:`mean_representation` builds one from any Pyro guide.
+- ``ground_truth`` is a dataset with known factors of variation, with the
+  interface of :class:`pyrovae.data.shapes.ShapesFactors`: ``factor_sizes``,
+  ``num_factors``, ``sample_factors(num, rng)`` (integer factor indices
+  ``[num, K]``) and ``sample_observations_from_factors(factors)``.
+- ``rng`` is a ``numpy.random.Generator`` (or an int seed). Same seed, same scores.
+
+The sample sizes default to disentanglement_lib's (see REFERENCES.md); smaller
+ones make quick, noisier estimates. :func:`compute_all` runs all five and times them.
+"""
+
+import math
+import time
+
+import numpy as np
+import pyro.distributions as pyro_dist
+import torch
+from pyro import poutine
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import mutual_info_score
+from sklearn.svm import LinearSVC
+from sklearn.tree import DecisionTreeClassifier
+
+from .pair import latent_sites, run_program
+
+_VALUE_PRESERVING_WRAPPERS = (torch.distributions.Independent, pyro_dist.MaskedDistribution,
+                              pyro_dist.ExpandedDistribution)
+
+__all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
+           "compute_all", "mean_representation", "METRICS"]
+
+_CHUNK = 1024  # observations rendered and encoded per call of representation_fn
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _as_rng(rng):
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)
+    raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
+
+
+def _positive_int(name, value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _seed(rng):
+    """An int seed for scikit-learn, drawn from ``rng``."""
+    return int(rng.integers(2**31 - 1))
+
+
+def _codes(representation_fn, ground_truth, factors, chunk_size=_CHUNK):
+    """Codes ``[N, D]`` (float64) of the observations of ``factors`` ``[N, K]``, in chunks."""
+    out = []
+    for start in range(0, len(factors), chunk_size):
+        part = factors[start:start + chunk_size]
+        observations = ground_truth.sample_observations_from_factors(part)
+        codes = representation_fn(observations)
+        if isinstance(codes, torch.Tensor):
+            codes = codes.detach().cpu().numpy()
+        codes = np.asarray(codes, dtype=np.float64)
+        if codes.ndim != 2 or codes.shape[0] != len(part):
+            raise ValueError(f"representation_fn must return an array [N, D] for N={len(part)} "
+                             f"observations, got shape {list(codes.shape)}")
+        if not np.all(np.isfinite(codes)):
+            raise ValueError("representation_fn returned non-finite codes (NaN or inf)")
+        out.append(codes)
+    return np.concatenate(out, axis=0)
+
+
+def _sample_codes(representation_fn, ground_truth, num, rng, chunk_size):
+    """``num`` uniform draws: ``(factors [num, K], codes [num, D])``."""
+    factors = np.asarray(ground_truth.sample_factors(num, rng))
+    return factors, _codes(representation_fn, ground_truth, factors, chunk_size)
+
+
+def _normalized_entropy(p, base):
+    """Entropy of the rows of ``p`` (each summing to 1) in log base ``base``; 0 when base is 1."""
+    if base <= 1:
+        return np.zeros(p.shape[0])
+    logp = np.log(np.where(p > 0, p, 1.0))
+    return -(p * logp).sum(axis=1) / math.log(base)
+
+
+# ---------------------------------------------------------------------------
+# BetaVAE score
+
+
+def beta_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_eval=5000,
+                   batch_size=64, chunk_size=_CHUNK):
+    r"""BetaVAE disentanglement score (Higgins et al. 2017, "beta-VAE: Learning basic
+    visual concepts with a constrained variational framework", ICLR).
+
+    One training point: draw a factor index :math:`k` uniformly, then ``batch_size``
+    pairs of factor vectors :math:`(v_l, w_l)` that agree on factor :math:`k` and are
+    drawn independently otherwise. With codes :math:`z = r(x)`,
+
+    .. math:: z_{\text{diff}} = \frac{1}{L} \sum_{l=1}^{L} |r(x(v_l)) - r(x(w_l))|
+
+    is the feature and :math:`k` the label. A logistic regression is fitted on
+    ``num_train`` points and scored on ``num_eval`` fresh ones; a representation that
+    puts factor :math:`k` in its own dimensions makes that dimension of
+    :math:`z_{\text{diff}}` small exactly when :math:`k` is fixed, so the score is
+    near 1. Chance is about ``1 / num_factors``.
+
+    Returns ``{"train_accuracy", "eval_accuracy"}``.
+    """
+    rng = _as_rng(rng)
+    num_train = _positive_int("num_train", num_train)
+    num_eval = _positive_int("num_eval", num_eval)
+    batch_size = _positive_int("batch_size", batch_size)
+    x_train, y_train = _beta_vae_points(representation_fn, ground_truth, rng, num_train, batch_size, chunk_size)
+    x_eval, y_eval = _beta_vae_points(representation_fn, ground_truth, rng, num_eval, batch_size, chunk_size)
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("beta_vae_score needs num_train large enough to draw at least two factors")
+    model = LogisticRegression(max_iter=2000, random_state=_seed(rng))
+    model.fit(x_train, y_train)
+    return {"train_accuracy": float(model.score(x_train, y_train)),
+            "eval_accuracy": float(model.score(x_eval, y_eval))}
+
+
+def _beta_vae_points(representation_fn, ground_truth, rng, num_points, batch_size, chunk_size):
+    """``num_points`` features ``z_diff`` ``[num_points, D]`` and their fixed factor ``[num_points]``."""
+    num_factors = ground_truth.num_factors
+    per_group = max(1, chunk_size // batch_size)
+    features, labels = [], []
+    for start in range(0, num_points, per_group):
+        group = min(per_group, num_points - start)
+        fixed = rng.integers(0, num_factors, size=group)
+        first = np.asarray(ground_truth.sample_factors(group * batch_size, rng))
+        second = np.asarray(ground_truth.sample_factors(group * batch_size, rng))
+        rows = np.arange(group * batch_size)
+        columns = np.repeat(fixed, batch_size)
+        second[rows, columns] = first[rows, columns]
+        z1 = _codes(representation_fn, ground_truth, first, chunk_size)
+        z2 = _codes(representation_fn, ground_truth, second, chunk_size)
+        diff = np.abs(z1 - z2).reshape(group, batch_size, -1).mean(axis=1)
+        features.append(diff)
+        labels.append(fixed)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+# ---------------------------------------------------------------------------
+# FactorVAE score
+
+
+def factor_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_eval=5000,
+                     num_variance_estimate=10000, batch_size=64, prune_threshold=0.05,
+                     chunk_size=_CHUNK):
+    r"""FactorVAE disentanglement score (Kim & Mnih 2018, "Disentangling by factorising", ICML).
+
+    First the code's per-dimension variance :math:`s_j^2` is estimated on
+    ``num_variance_estimate`` uniform draws; dimensions with :math:`s_j^2 <`
+    ``prune_threshold`` are treated as collapsed and never vote. One training point:
+    draw a factor :math:`k`, fix it at one random value across ``batch_size`` draws,
+    and take the dimension with the smallest normalized variance,
+
+    .. math:: d = \arg\min_{j \text{ active}} \operatorname{Var}_{\text{batch}}(z_j) / s_j^2 .
+
+    The pair :math:`(d, k)` is one vote. The classifier is the majority vote: each
+    dimension :math:`d` predicts the factor it voted for most often on the
+    ``num_train`` points; the score is its accuracy on those points and on
+    ``num_eval`` fresh ones. The normalization makes the score invariant to
+    rescaling (and permuting) the code's dimensions, as long as no dimension crosses
+    the pruning threshold. Chance is about ``1 / num_factors``.
+
+    Returns ``{"train_accuracy", "eval_accuracy", "num_active_dims"}``.
+    """
+    rng = _as_rng(rng)
+    num_train = _positive_int("num_train", num_train)
+    num_eval = _positive_int("num_eval", num_eval)
+    num_variance_estimate = _positive_int("num_variance_estimate", num_variance_estimate)
+    batch_size = _positive_int("batch_size", batch_size)
+    if batch_size < 2 or num_variance_estimate < 2:
+        raise ValueError("factor_vae_score needs batch_size >= 2 and num_variance_estimate >= 2 "
+                         "to estimate variances")
+    _, codes = _sample_codes(representation_fn, ground_truth, num_variance_estimate, rng, chunk_size)
+    global_variances = codes.var(axis=0, ddof=1)
+    active = global_variances >= prune_threshold
+    if not active.any():
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+    votes = _factor_vae_votes(representation_fn, ground_truth, rng, num_train, batch_size, chunk_size,
+                              global_variances, active)
+    classifier = votes.argmax(axis=1)
+    eval_votes = _factor_vae_votes(representation_fn, ground_truth, rng, num_eval, batch_size, chunk_size,
+                                   global_variances, active)
+    dims = np.arange(len(classifier))
+    return {"train_accuracy": float(votes[dims, classifier].sum() / num_train),
+            "eval_accuracy": float(eval_votes[dims, classifier].sum() / num_eval),
+            "num_active_dims": int(active.sum())}
+
+
+def _factor_vae_votes(representation_fn, ground_truth, rng, num_points, batch_size, chunk_size,
+                      global_variances, active):
+    """The vote matrix ``[D, K]``: how often dimension d had the least normalized variance for factor k."""
+    num_factors = ground_truth.num_factors
+    sizes = np.asarray(ground_truth.factor_sizes)
+    active_dims = np.flatnonzero(active)
+    votes = np.zeros((len(global_variances), num_factors), dtype=np.int64)
+    per_group = max(1, chunk_size // batch_size)
+    for start in range(0, num_points, per_group):
+        group = min(per_group, num_points - start)
+        fixed = rng.integers(0, num_factors, size=group)
+        values = rng.integers(0, sizes[fixed])
+        factors = np.asarray(ground_truth.sample_factors(group * batch_size, rng))
+        factors[np.arange(group * batch_size), np.repeat(fixed, batch_size)] = np.repeat(values, batch_size)
+        codes = _codes(representation_fn, ground_truth, factors, chunk_size)
+        codes = codes.reshape(group, batch_size, -1)[:, :, active_dims]
+        ratio = codes.var(axis=1, ddof=1) / global_variances[active_dims]
+        np.add.at(votes, (active_dims[ratio.argmin(axis=1)], fixed), 1)
+    return votes
+
+
+# ---------------------------------------------------------------------------
+# Mutual information gap
+
+
+def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000, num_bins=20,
+                           batch_size=64):
+    r"""Mutual information gap, MIG (Chen et al. 2018, "Isolating sources of
+    disentanglement in variational autoencoders", NeurIPS).
+
+    On ``num_train`` uniform draws, each code dimension :math:`z_j` is discretized
+    into ``num_bins`` equal-width bins over its range, and the mutual information
+    :math:`I(z_j; v_k)` with every factor is the plug-in estimate
+    (``sklearn.metrics.mutual_info_score``, nats). With :math:`j^{(1)}_k, j^{(2)}_k`
+    the two dimensions most informative about factor :math:`k`,
+
+    .. math:: \mathrm{MIG} = \frac{1}{K} \sum_{k=1}^{K}
+              \frac{I(z_{j^{(1)}_k}; v_k) - I(z_{j^{(2)}_k}; v_k)}{H(v_k)} .
+
+    Equal-width bins make MIG invariant to permuting and to (positively or
+    negatively) rescaling the code's dimensions. A factor with more levels than
+    ``num_bins`` cannot reach 1 even when one dimension is the factor itself: the
+    bins merge its levels. The plug-in estimate is biased upward by about
+    :math:`(|z|-1)(|v|-1) / 2N` nats, so small samples inflate the runner-up term.
+
+    Returns ``{"mig", "mig_per_factor"}``.
+    """
+    rng = _as_rng(rng)
+    num_train = _positive_int("num_train", num_train)
+    num_bins = _positive_int("num_bins", num_bins)
+    factors, codes = _sample_codes(representation_fn, ground_truth, num_train, rng, max(batch_size, _CHUNK))
+    discrete = _discretize(codes, num_bins)
+    mi = _mutual_information(discrete, factors)
+    entropy = np.array([mutual_info_score(f, f) for f in factors.T])
+    if mi.shape[0] < 2:
+        raise ValueError("mutual_information_gap needs a representation with at least 2 dimensions")
+    top = np.sort(mi, axis=0)[::-1]
+    per_factor = np.divide(top[0] - top[1], entropy, out=np.zeros_like(entropy), where=entropy > 0)
+    return {"mig": float(per_factor.mean()), "mig_per_factor": per_factor.tolist()}
+
+
+def _discretize(codes, num_bins):
+    """Equal-width histogram bin index (0 .. num_bins-1) of each entry, per column."""
+    out = np.empty(codes.shape, dtype=np.int64)
+    for j, column in enumerate(codes.T):
+        edges = np.histogram_bin_edges(column, bins=num_bins)
+        out[:, j] = np.digitize(column, edges[1:-1])
+    return out
+
+
+def _mutual_information(discrete_codes, factors):
+    """``[D, K]`` matrix of plug-in mutual informations (nats)."""
+    return np.array([[mutual_info_score(f, z) for f in factors.T] for z in discrete_codes.T])
+
+
+# ---------------------------------------------------------------------------
+# DCI
+
+
+def dci(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, batch_size=64,
+        n_estimators=100):
+    r"""Disentanglement, completeness and informativeness (Eastwood & Williams 2018,
+    "A framework for the quantitative evaluation of disentangled representations", ICLR).
+
+    For each factor :math:`k` a gradient-boosted tree classifier
+    (``sklearn.ensemble.GradientBoostingClassifier`` with ``n_estimators`` stages;
+    100 is the default, fewer make quick tests) predicts :math:`v_k` from the whole
+    code on ``num_train`` draws. Its feature importances fill column :math:`k` of the
+    importance matrix :math:`R \in \mathbb{R}^{D \times K}`. With
+    :math:`P_{jk} = R_{jk} / \sum_{k'} R_{jk'}` and
+    :math:`\tilde P_{jk} = R_{jk} / \sum_{j'} R_{j'k}`,
+
+    .. math::
+        D = \sum_j \rho_j \Big(1 + \sum_k P_{jk} \log_K P_{jk}\Big),
+        \quad \rho_j = \frac{\sum_k R_{jk}}{\sum_{jk} R_{jk}}, \qquad
+        C = \frac{1}{K} \sum_k \Big(1 + \sum_j \tilde P_{jk} \log_D \tilde P_{jk}\Big).
+
+    :math:`D` is high when each dimension matters for one factor, :math:`C` when
+    each factor is captured by one dimension. Informativeness is the classifiers'
+    mean accuracy on the training draws and on ``num_test`` fresh ones (higher is
+    better here; the paper reports the error). Trees split on thresholds, so the
+    scores are invariant to permuting and monotonically rescaling dimensions (up to
+    tie-breaking between equally good splits).
+
+    Returns ``{"disentanglement", "completeness", "informativeness_train",
+    "informativeness_test"}``.
+    """
+    rng = _as_rng(rng)
+    num_train = _positive_int("num_train", num_train)
+    num_test = _positive_int("num_test", num_test)
+    n_estimators = _positive_int("n_estimators", n_estimators)
+    chunk = max(batch_size, _CHUNK)
+    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk)
+    f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk)
+    num_codes, num_factors = z_train.shape[1], f_train.shape[1]
+    importance = np.zeros((num_codes, num_factors))
+    train_acc, test_acc = [], []
+    for k in range(num_factors):
+        if len(np.unique(f_train[:, k])) < 2:
+            raise ValueError(f"dci: factor {k} takes one value in {num_train} draws; increase num_train")
+        model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=_seed(rng))
+        model.fit(z_train, f_train[:, k])
+        importance[:, k] = np.abs(model.feature_importances_)
+        train_acc.append(model.score(z_train, f_train[:, k]))
+        test_acc.append(model.score(z_test, f_test[:, k]))
+    scores = dci_from_importance(importance)
+    scores["informativeness_train"] = float(np.mean(train_acc))
+    scores["informativeness_test"] = float(np.mean(test_acc))
+    return scores
+
+
+def dci_from_importance(importance):
+    """Disentanglement and completeness (see :func:`dci`) of an importance matrix ``[D, K]``."""
+    importance = np.abs(np.asarray(importance, dtype=np.float64))
+    total = importance.sum()
+    if total == 0:
+        return {"disentanglement": 0.0, "completeness": 0.0}
+    num_codes, num_factors = importance.shape
+    code_mass = importance.sum(axis=1)
+    p_code = importance / np.where(code_mass > 0, code_mass, 1.0)[:, None]
+    per_code = 1.0 - _normalized_entropy(p_code, num_factors)
+    disentanglement = float((code_mass / total * per_code).sum())
+    factor_mass = importance.sum(axis=0)
+    p_factor = (importance / np.where(factor_mass > 0, factor_mass, 1.0)[None, :]).T
+    per_factor = np.where(factor_mass > 0, 1.0 - _normalized_entropy(p_factor, num_codes), 0.0)
+    return {"disentanglement": disentanglement, "completeness": float(per_factor.mean())}
+
+
+# ---------------------------------------------------------------------------
+# SAP score
+
+
+def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, batch_size=64,
+              continuous_factors=False, classifier="threshold"):
+    r"""Separated attribute predictability, SAP (Kumar et al. 2018, "Variational
+    inference of disentangled latent concepts from unlabeled observations", ICLR).
+
+    A score matrix :math:`S \in \mathbb{R}^{D \times K}` says how well code dimension
+    :math:`j` alone predicts factor :math:`k`. For continuous factors
+    (``continuous_factors=True``) :math:`S_{jk}` is the :math:`R^2` of a linear
+    regression of :math:`v_k` on :math:`z_j` (the squared correlation). For discrete
+    factors :math:`S_{jk}` is the test accuracy of a one-dimensional classifier
+    trained on ``num_train`` draws and scored on ``num_test`` fresh ones:
+
+    - ``classifier="threshold"`` (default): thresholds on :math:`z_j` cutting the line
+      into at most as many intervals as the factor has levels, each predicting one
+      level (a decision tree on the one feature with that many leaves). A
+      dimension equal to the factor scores 1; the score is invariant to permuting
+      and monotonically rescaling dimensions.
+    - ``classifier="linear_svc"``: a linear SVM (C=0.01, balanced class weights) on
+      :math:`z_j`, the choice of disentanglement_lib. A one-vs-rest linear rule on
+      one feature separates only a few levels, so factors with many levels score
+      low even for a perfect code, and the regularization makes the score depend on
+      the scale of :math:`z_j`.
+
+    With :math:`S^{(1)}_k \ge S^{(2)}_k` the two largest entries of column :math:`k`,
+
+    .. math:: \mathrm{SAP} = \frac{1}{K} \sum_k \big(S^{(1)}_k - S^{(2)}_k\big).
+
+    Returns ``{"sap", "sap_per_factor"}``.
+    """
+    rng = _as_rng(rng)
+    num_train = _positive_int("num_train", num_train)
+    num_test = _positive_int("num_test", num_test)
+    if classifier not in ("threshold", "linear_svc"):
+        raise ValueError(f"classifier must be 'threshold' or 'linear_svc', got {classifier!r}")
+    chunk = max(batch_size, _CHUNK)
+    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk)
+    f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk)
+    if z_train.shape[1] < 2:
+        raise ValueError("sap_score needs a representation with at least 2 dimensions")
+    if continuous_factors:
+        scores = _r_squared(z_train, f_train)
+    else:
+        scores = _single_dim_accuracy(z_train, f_train, z_test, f_test, classifier, _seed(rng))
+    top = np.sort(scores, axis=0)[::-1]
+    per_factor = top[0] - top[1]
+    return {"sap": float(per_factor.mean()), "sap_per_factor": per_factor.tolist()}
+
+
+def _r_squared(codes, factors):
+    """``[D, K]`` squared Pearson correlations (0 where either side is constant)."""
+    zc = codes - codes.mean(axis=0)
+    fc = factors - factors.mean(axis=0)
+    cov = zc.T @ fc
+    norms = np.sqrt((zc**2).sum(axis=0))[:, None] * np.sqrt((fc**2).sum(axis=0))[None, :]
+    return np.divide(cov**2, norms**2, out=np.zeros_like(cov), where=norms > 0)
+
+
+def _single_dim_accuracy(z_train, f_train, z_test, f_test, classifier, seed):
+    scores = np.zeros((z_train.shape[1], f_train.shape[1]))
+    for k in range(f_train.shape[1]):
+        levels = len(np.unique(f_train[:, k]))
+        if levels < 2:
+            continue  # a constant factor: nothing to predict, every dimension scores 0
+        for j in range(z_train.shape[1]):
+            if classifier == "threshold":
+                model = DecisionTreeClassifier(max_leaf_nodes=levels, random_state=seed)
+            else:
+                model = LinearSVC(C=0.01, class_weight="balanced", random_state=seed)
+            model.fit(z_train[:, j:j + 1], f_train[:, k])
+            scores[j, k] = model.score(z_test[:, j:j + 1], f_test[:, k])
+    return scores
+
+
+# ---------------------------------------------------------------------------
+# all of them
+
+
+METRICS = {
+    "beta_vae": beta_vae_score,
+    "factor_vae": factor_vae_score,
+    "mig": mutual_information_gap,
+    "dci": dci,
+    "sap": sap_score,
+}
+
+
+def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=5000,
+                num_variance_estimate=10000, batch_size=64, n_estimators=100, metrics=None):
+    """Run the metrics (all of ``METRICS``, or the names in ``metrics``) and time each.
+
+    Each metric draws from its own generator, spawned from ``rng`` in the fixed
+    order of ``METRICS``, so a metric's scores do not depend on which others run.
+    ``num_eval`` is also the test size of DCI and SAP. Returns
+    ``{name: {**scores, "seconds": wall-clock seconds}}``.
+    """
+    rng = _as_rng(rng)
+    names = list(METRICS) if metrics is None else list(metrics)
+    unknown = sorted(set(names) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; expected names from {list(METRICS)}")
+    seeds = dict(zip(METRICS, rng.integers(2**63 - 1, size=len(METRICS))))
+    sizes = {
+        "beta_vae": dict(num_train=num_train, num_eval=num_eval, batch_size=batch_size),
+        "factor_vae": dict(num_train=num_train, num_eval=num_eval, batch_size=batch_size,
+                           num_variance_estimate=num_variance_estimate),
+        "mig": dict(num_train=num_train, batch_size=batch_size),
+        "dci": dict(num_train=num_train, num_test=num_eval, batch_size=batch_size, n_estimators=n_estimators),
+        "sap": dict(num_train=num_train, num_test=num_eval, batch_size=batch_size),
+    }
+    results = {}
+    for name in names:
+        start = time.perf_counter()
+        scores = METRICS[name](representation_fn, ground_truth, np.random.default_rng(seeds[name]),
+                               **sizes[name])
+        results[name] = {**scores, "seconds": time.perf_counter() - start}
+    return results
+
+
+# ---------------------------------------------------------------------------
+# representations from a Pyro guide
+
+
+def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kwargs):
+    """A ``representation_fn`` from any Pyro guide: the mean of q(z | x) at ``site``.
+
+    The guide is run once per batch of ``batch_size`` observations (through
+    :func:`pyrovae.pair.run_program`, under ``torch.no_grad`` and hidden from any
+    enclosing Pyro handler); the code is the mean of the site's distribution,
+    unwrapping ``Independent``/masked wrappers via ``base_dist`` where the wrapper has
+    no mean of its own, flattened to ``[N, D]``. ``device`` moves the observations
+    before the guide sees them; extra keyword arguments go to the guide.
+    """
+    batch_size = _positive_int("batch_size", batch_size)
+
+    def representation_fn(observations):
+        x = torch.as_tensor(observations)
+        if not torch.is_floating_point(x):
+            x = x.float()
+        means = []
+        with torch.no_grad(), poutine.block():
+            for start in range(0, len(x), batch_size):
+                batch = x[start:start + batch_size]
+                if device is not None:
+                    batch = batch.to(device)
+                sites = latent_sites(run_program(guide, batch, **guide_kwargs))
+                if site not in sites:
+                    raise KeyError(f"the guide has no latent sample site {site!r}; its latent sites are "
+                                   f"{sorted(sites)} (pass site=...)")
+                mean = _distribution_mean(sites[site].fn, site)
+                means.append(mean.reshape(len(batch), -1).cpu())
+        return torch.cat(means).numpy()
+
+    return representation_fn
+
+
+def _distribution_mean(fn, site):
+    """The mean of ``fn``, looking through wrappers that keep values unchanged (Independent, masks)."""
+    while True:
+        try:
+            return fn.mean
+        except NotImplementedError:
+            if not isinstance(fn, _VALUE_PRESERVING_WRAPPERS):
+                raise ValueError(f"site {site!r}: its distribution {type(fn).__name__} has no mean; "
+                                 "write a representation_fn for it by hand") from None
+            fn = fn.base_dist

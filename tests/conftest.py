@@ -1,0 +1,27 @@
+import pyro
+import pytest
+import torch
+
+from pyrovae.data import ImageSplit, load_dataset
+from pyrovae.guides import GaussianGuide
+from pyrovae.likelihoods import Bernoulli
+from pyrovae.models import VAE
+from pyrovae.nets import MLPDecoder, MLPEncoder
+from pyrovae.priors import StandardNormal
+
+
+def small_pair(image_shape=(1, 64, 64), latent_dim=4, hidden=(32,), seed=0):
+    pyro.set_rng_seed(seed)
+    enc, dec = MLPEncoder(image_shape, latent_dim, hidden), MLPDecoder(image_shape, latent_dim, hidden)
+    return VAE(dec, StandardNormal(latent_dim), Bernoulli()), GaussianGuide(enc)
+
+
+@pytest.fixture(scope="session")
+def shapes_small():
+    return load_dataset("shapes", num_train=512, val_size=128, num_test=128, seed=3)
+
+
+@pytest.fixture
+def binary_images():
+    g = torch.Generator().manual_seed(0)
+    return ImageSplit((torch.rand(96, 1, 8, 8, generator=g) < 0.3).float())
