@@ -106,13 +106,10 @@ class IWAE(Objective):
         shape = (k, batch)
 
         def total(sites):
-            out = torch.zeros(())
-            for site in sites.values():
-                if not site.is_observed:
-                    out = out + datapoint_log_prob(site, particle_dim)
+            out = sum((datapoint_log_prob(s, particle_dim) for s in sites.values()), torch.zeros(()))
             return out.expand(shape)
 
-        log_p = sum((datapoint_log_prob(s, particle_dim) for s in model_sites.values()), torch.zeros(())).expand(shape)
+        log_p = total(model_sites)
         score = total(q_score)
         # value log q(z|x); phi-gradient: the path derivative only (score terms cancel).
         log_q = total(q_path) - score + score.detach()

@@ -60,7 +60,10 @@ def _seeded(seed, device=None):
     if seed is None:
         yield
         return
-    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    device = torch.device(device) if device is not None else None
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -103,7 +106,9 @@ def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", paralle
     condition ``Predictive(model, posterior_samples=...)`` called as
     ``model(None, batch_size=B)``. Returns ``{site: tensor}`` with every latent site
     of the guide and ``obs_site`` (the replicated data, ``[S, B, *event]``), each
-    with the draws along dim 0. ``parallel`` vectorizes the draws with an outer
+    with the draws along dim 0 (shaped as ``Predictive`` returns them, which pads
+    size-1 dims after dim 0 for plates left of a site's own; with the usual single
+    ``data`` plate, ``[S, B, ...]``). ``parallel`` vectorizes the draws with an outer
     plate (the pair contract lets networks take extra batch dims); ``chunk_size``
     bounds the draws per vectorized pass.
     """
@@ -129,16 +134,17 @@ def prior_predictive(model, num_samples=100, batch_size=1, parallel=True, seed=N
     _check_num("num_samples", num_samples)
     _check_num("batch_size", batch_size)
     with _seeded(seed), torch.no_grad():
-        return _draw_model(model, {}, num_samples, batch_size, parallel)
+        draws = _draw_model(model, {}, num_samples, batch_size, parallel)
+    return {name: _per_draw(value, batch_size) for name, value in draws.items()}
 
 
-def pointwise_log_likelihood(model, guide, x, samples, obs_site="x"):
+def pointwise_log_likelihood(model, guide, x, samples, obs_site="x", chunk_size=None):
     """log p(x_i | z_i^s) for every draw s and datum i: ``[S, B]``.
 
     The latent draws in ``samples`` (as returned by :func:`posterior_predictive`)
-    condition ``model(x)`` under an outer plate of the S draws; the value is the
-    log-density of the model's site ``obs_site`` (masked and scaled as Pyro scores
-    it), summed over every dim but the draw and the datum.
+    condition ``model(x)`` under an outer plate of the draws (``chunk_size`` at a
+    time); the value is the log-density of the model's site ``obs_site`` (masked
+    and scaled as Pyro scores it), summed over every dim but the draw and the datum.
     """
     _check_data(x)
     if obs_site not in samples:
@@ -146,6 +152,15 @@ def pointwise_log_likelihood(model, guide, x, samples, obs_site="x"):
     latents = {k: v for k, v in samples.items() if k != obs_site}
     num_samples = next(iter(samples.values())).shape[0]
     nesting = max_plate_nesting(model, guide, x)
+    out, start = [], 0
+    for n in _chunks(num_samples, chunk_size):
+        chunk = {k: v[start:start + n] for k, v in latents.items()}
+        out.append(_log_likelihood_chunk(model, x, chunk, n, obs_site, nesting))
+        start += n
+    return torch.cat(out)
+
+
+def _log_likelihood_chunk(model, x, latents, num_samples, obs_site, nesting):
     with torch.no_grad(), poutine.block(), pyro.plate(PARTICLE_PLATE, num_samples, dim=-(nesting + 1)):
         sites = run_program(poutine.condition(model, data=latents), x)
     if obs_site not in sites:
@@ -222,7 +237,7 @@ def to_inference_data(x, samples, log_likelihood=None, obs_site="x", prior_sampl
     if log_likelihood is not None:
         kwargs["log_likelihood"] = {obs_site: _numpy(log_likelihood)[None]}
     if prior_samples is not None:
-        prior_batch = _per_draw(prior_samples[obs_site], prior_samples[obs_site].shape[1]).shape[1]
+        prior_batch = prior_samples[obs_site].shape[1]
         names = [k for k in prior_samples if k != obs_site]
         kwargs["prior"], prior_dims = _group(prior_samples, prior_batch, names, chain=True)
         kwargs["prior_predictive"], _ = _group(prior_samples, prior_batch, [obs_site], chain=True)
@@ -259,8 +274,8 @@ def ink(x):
 
 
 def ink_sd(x):
-    """Standard deviation of the ink over the images: how varied the data set is (a scalar)."""
-    return ink(x).std()
+    """Standard deviation (1/B normalised) of the ink over the images: how varied the data set is."""
+    return ink(x).std(correction=0)
 
 
 def pixel_means(x):
@@ -359,7 +374,7 @@ def _histogram(name, observed, replicated, p_value, path):
     ax.axvline(float(observed), color="k", linewidth=2, label="T(x)")
     ax.set_title(f"{name}: p = P(T(x_rep) >= T(x)) = {float(p_value):.3f}")
     ax.set_xlabel(name)
-    ax.legend()
+    ax.legend(loc="upper right")
     fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
 
@@ -367,7 +382,8 @@ def _histogram(name, observed, replicated, p_value, path):
 def _image_panels(name, observed, replicated, p_values, path):
     """Observed, mean replicated and p-value maps of an image-shaped statistic ``[C, H, W]`` or ``[H, W]``."""
     mean_rep = replicated.mean(0)
-    low, high = float(torch.minimum(observed.min(), mean_rep.min())), float(torch.maximum(observed.max(), mean_rep.max()))
+    low = float(torch.minimum(observed.min(), mean_rep.min()))
+    high = float(torch.maximum(observed.max(), mean_rep.max()))
     panels = [("T(x)", observed, "gray", low, high), ("mean T(x_rep)", mean_rep, "gray", low, high),
               ("p-value", p_values.float(), "viridis", 0.0, 1.0)]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
@@ -454,7 +470,7 @@ def run_ppc(model, guide, x, num_samples=100, folder=None, statistics=None, obs_
     stats_spec = _as_statistics(statistics)
     samples = posterior_predictive(model, guide, x, num_samples, obs_site=obs_site, parallel=parallel,
                                    chunk_size=chunk_size, seed=seed)
-    log_lik = pointwise_log_likelihood(model, guide, x, samples, obs_site=obs_site)
+    log_lik = pointwise_log_likelihood(model, guide, x, samples, obs_site=obs_site, chunk_size=chunk_size)
     idata = to_inference_data(x, samples, log_lik, obs_site=obs_site)
     x_rep = _per_draw(samples[obs_site], x.shape[0])
     stats = compute_statistics(x, x_rep, stats_spec)

@@ -123,7 +123,7 @@ def test_bounds_are_ordered_elbo_iwae5_iwae50_log_px():
     torch.manual_seed(0)
     model, guide = make_pair()
     x = make_data(model, 10)
-    exact = float(model.log_px(x).mean())
+    exact = float(model.log_px(x).detach().mean())
     reps = 200
     xs = x.repeat(reps, 1)
     means, ses = {}, {}
@@ -204,29 +204,50 @@ def _grads(objective, model, guide, x, seed):
     return loss.detach(), torch.cat([g.flatten() for g in grads[:n]]), torch.cat([g.flatten() for g in grads[n:]])
 
 
+class LocalGuide(nn.Module):
+    """A non-amortized guide q(z_i) = N(loc[i], diag(exp(log_scale[i]))^2): one parameter row per datapoint,
+
+    so the gradient for row i is one independent draw of datapoint i's guide gradient.
+    """
+
+    def __init__(self, loc, log_scale):
+        super().__init__()
+        self.loc = nn.Parameter(loc.clone())
+        self.log_scale = nn.Parameter(log_scale.clone())
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()).to_event(1))
+
+
 def test_dreg_same_value_and_model_gradient_unbiased_and_lower_variance_guide_gradient():
-    model, guide = make_pair()
-    x = make_data(model, 3)
-    k, draws = 10, 300
+    model, amortized = make_pair()
+    x0 = make_data(model, 1)
+    draws, k = 4000, 10
+    x = x0.expand(draws, D)  # one datapoint, `draws` independent copies of its guide parameters
+    with torch.no_grad():
+        loc, log_scale = amortized.A @ x0[0] + amortized.c, amortized.log_scale
+    guide = LocalGuide(loc.expand(draws, LATENT), log_scale.expand(draws, LATENT))
     std, dreg = IWAE(num_particles=k), IWAE(num_particles=k, dreg=True)
     std.loss(model, guide, x), dreg.loss(model, guide, x)
-    g_std, g_dreg = [], []
-    for seed in range(draws):
-        l1, m1, q1 = _grads(std, model, guide, x, seed)
-        l2, m2, q2 = _grads(dreg, model, guide, x, seed)
-        # same draws: same loss and same model gradient (DReG changes only the guide's)
-        torch.testing.assert_close(l1, l2, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(m1, m2, rtol=1e-9, atol=1e-12)
-        g_std.append(q1)
-        g_dreg.append(q2)
-    g_std, g_dreg = torch.stack(g_std), torch.stack(g_dreg)
+    grads = {}
+    for name, objective in (("std", std), ("dreg", dreg)):
+        grads[name] = _grads(objective, model, guide, x, seed=0)
+    # same draws: same loss and same model gradient (DReG changes only the guide's)
+    torch.testing.assert_close(grads["std"][0], grads["dreg"][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads["std"][1], grads["dreg"][1], rtol=1e-9, atol=1e-12)
+    # per-draw guide gradients [draws, 2 * LATENT] (the loss is a mean over datapoints: undo the 1/draws)
+    g_std = grads["std"][2].reshape(2, draws, LATENT).permute(1, 0, 2).reshape(draws, -1) * draws
+    g_dreg = grads["dreg"][2].reshape(2, draws, LATENT).permute(1, 0, 2).reshape(draws, -1) * draws
     # same expectation: paired differences have mean zero within 4 standard errors
     diff = g_std - g_dreg
     se = diff.std(0) / math.sqrt(draws)
-    assert torch.all(diff.mean(0).abs() <= 4 * se + 1e-12)
-    # and DReG's variance is lower, in total and for most coordinates
+    assert torch.all(diff.mean(0).abs() <= 4 * se)
+    # and the guide gradient is not trivially zero: its mean is resolved by DReG
+    assert torch.any(g_dreg.mean(0).abs() > 4 * g_dreg.std(0) / math.sqrt(draws))
+    # DReG's variance is lower, in total and for every coordinate
     assert g_dreg.var(0).sum() < 0.5 * g_std.var(0).sum()
-    assert (g_dreg.var(0) < g_std.var(0)).float().mean() > 0.5
+    assert torch.all(g_dreg.var(0) < g_std.var(0))
 
 
 def test_dreg_guide_gradient_vanishes_at_the_exact_posterior():
@@ -247,8 +268,10 @@ def test_dreg_survives_the_captured_svi_step():
     x = make_data(model, 4)
     module = IWAE(num_particles=4, dreg=True)(model, guide)
     step = StepFunction(module, list(module.parameters()), mode="graph")
-    with warnings.catch_warnings():
+    # pyrovae's SVI run disables Pyro's validation around captured steps (its checks read tensor values)
+    with warnings.catch_warnings(), pyro.validation_enabled(False):
         warnings.simplefilter("error")
+        stats = step(x)
         stats = step(x)
     assert step.mode == "graph"
     assert torch.isfinite(stats["elbo"])

@@ -28,6 +28,15 @@ NUM_DATA = 256
 NUM_SAMPLES = 200
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tensors here are tiny: one thread avoids oversubscribing a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------
 # A tiny Bernoulli VAE with fixed random decoder weights, and a guide fitted to it
 
@@ -123,6 +132,9 @@ def test_log_likelihood_is_log_p_x_given_the_posterior_draws(vae_pair, result_on
     got = torch.as_tensor(idata.log_likelihood["x"].values[0, :5])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert bool((got < 0).all())
+    samples = {"z": z, "x": torch.zeros(5, *x.shape)}
+    chunked = ppc.pointwise_log_likelihood(model, vae_pair[1], x, samples, chunk_size=2)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_plots_are_written(result_on_model_data):
