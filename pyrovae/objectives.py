@@ -33,6 +33,15 @@ class ELBOTerms:
         return self.reconstruction - self.total_kl
 
 
+def _mask_and_scale(value, site):
+    """Apply a site's ``poutine.mask`` and ``poutine.scale`` as Pyro applies them to its log-density."""
+    if isinstance(site.mask, torch.Tensor):
+        value = value * site.mask
+    if not (isinstance(site.scale, (int, float)) and site.scale == 1.0):
+        value = value * site.scale
+    return value
+
+
 class Objective:
     """Base class: subclasses define :meth:`loss` ``(model, guide, x) -> (loss, stats)``.
 
@@ -95,7 +104,7 @@ class ELBO(Objective):
             try:
                 kl = kl_divergence(q.fn, p.fn)
                 self._closed_form[name] = True
-                return kl.sum()
+                return _mask_and_scale(kl, q).sum()
             except NotImplementedError:
                 self._closed_form[name] = False
         return (q.log_prob() - p.log_prob()).sum()

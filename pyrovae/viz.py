@@ -25,12 +25,13 @@ def _observed_mean(sites):
 
 
 @torch.no_grad()
-def sample_means(model, num, *args, **kwargs):
-    """Means of p(x|z) for ``num`` draws z ~ p(z): ``[num, *image_shape]``."""
+def sample_means(model, num, obs_site="x"):
+    """Means of p(x|z) at the model's data site ``obs_site`` for ``num`` draws z ~ p(z)."""
     with pyro.poutine.block():
-        sites = run_program(model, None, *args, batch_size=num, **kwargs)
-    # with x=None the model's data site is sampled, not observed: take the last site
-    return list(sites.values())[-1].fn.mean
+        sites = run_program(model, None, batch_size=num)
+    # with x=None the data site is sampled, not observed; a model with another name for it ends with it
+    site = sites.get(obs_site) or list(sites.values())[-1]
+    return site.fn.mean
 
 
 @torch.no_grad()
