@@ -488,15 +488,14 @@ def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kw
     :func:`pyrovae.pair.run_program`, under ``torch.no_grad`` and hidden from any
     enclosing Pyro handler); the code is the mean of the site's distribution,
     unwrapping ``Independent``/masked wrappers via ``base_dist`` where the wrapper has
-    no mean of its own, flattened to ``[N, D]``. ``device`` moves the observations
-    before the guide sees them; extra keyword arguments go to the guide.
+    no mean of its own, flattened to ``[N, D]``. Observations (tensor or array) are
+    cast to torch's default dtype, and ``device`` moves them before the guide sees
+    them; extra keyword arguments go to the guide.
     """
     batch_size = _positive_int("batch_size", batch_size)
 
     def representation_fn(observations):
-        x = torch.as_tensor(observations)
-        if not torch.is_floating_point(x):
-            x = x.float()
+        x = torch.as_tensor(observations).to(torch.get_default_dtype())
         means = []
         with torch.no_grad(), poutine.block():
             for start in range(0, len(x), batch_size):
