@@ -1,4 +1,4 @@
-"""``pyrovae`` command line: ``train`` and ``evaluate``.
+"""``pyrovae`` command line: ``train``, ``evaluate``, ``ppc`` and ``metrics``.
 
 ``pyrovae train`` with no arguments trains a VAE on the built-in ``shapes``
 dataset on the CPU and writes a run folder; ``pyrovae evaluate RUN`` prints the
@@ -7,6 +7,7 @@ test bound of a run folder.
 
 import argparse
 import json
+import os
 import sys
 
 from .data import BINARIZE, DATASETS
@@ -33,7 +34,10 @@ def _train_parser(sub):
     p.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
     p.add_argument("--no-analytic-kl", dest="analytic_kl", action="store_false",
                    help="estimate the KL term by Monte Carlo even where it has a closed form")
-    p.add_argument("--particles", type=int, default=1, help="Monte Carlo draws per datapoint")
+    p.add_argument("--objective", default="elbo", choices=["elbo", "iwae"],
+                   help="training bound: the ELBO or the importance-weighted bound with --particles K")
+    p.add_argument("--particles", type=int, default=1, help="Monte Carlo draws (IWAE: K) per datapoint")
+    p.add_argument("--dreg", action="store_true", help="IWAE: doubly reparameterized guide gradients")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -53,7 +57,7 @@ def cmd_train(args):
 
     keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "num_test", "val_size",
             "arch", "hidden",
-            "latent_dim", "likelihood", "analytic_kl", "particles", "epochs", "batch_size", "lr", "clip_norm",
+            "latent_dim", "likelihood", "objective", "analytic_kl", "particles", "dreg", "epochs", "batch_size", "lr", "clip_norm",
             "patience", "seed", "device", "step_mode", "out")
     cfg = make_config(**{k: getattr(args, k) for k in keys})
     if args.resume and args.out is None:
@@ -69,12 +73,80 @@ def cmd_evaluate(args):
     from .train import evaluate_elbo
 
     cfg, model, guide, data = load_run(args.run)
-    elbo = evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"])
-    result = {"test_elbo": elbo, "num_test": len(data.test)}
+    test = data.test if args.num_test is None else _first(data.test, args.num_test)
+    elbo = evaluate_elbo(model, guide, test, device=cfg["device"], seed=cfg["seed"])
+    result = {"test_elbo": elbo, "num_test": len(test)}
+    if args.iw_samples:
+        from .estimate import log_likelihood
+
+        ll = log_likelihood(model, guide, test, num_samples=args.iw_samples, device=cfg["device"], seed=cfg["seed"])
+        result.update(nll=ll.nll, nll_std_error=ll.nll_std_error, iw_samples=args.iw_samples)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"test ELBO: {elbo:.2f} nats per image ({len(data.test)} test images)")
+        return
+    print(f"test ELBO: {elbo:.2f} nats per image ({len(test)} test images)")
+    if args.iw_samples:
+        print(f"test NLL (K={args.iw_samples} importance samples): {result['nll']:.2f} +- "
+              f"{result['nll_std_error']:.2f} nats per image")
+
+
+def _first(split, n):
+    """The first ``n`` images of a split, dynamic binarization drawn once."""
+    from .data import ImageSplit
+
+    split = split.fixed(0)
+    return ImageSplit(split.images[:n], None if split.labels is None else split.labels[:n])
+
+
+def cmd_ppc(args):
+    from .ppc import run_ppc
+    from .runs import load_run
+
+    cfg, model, guide, data = load_run(args.run)
+    x = _first(data.test, args.num_data).images.to(cfg["device"])
+    folder = args.out or os.path.join(args.run, "ppc")
+    result = run_ppc(model, guide, x, num_samples=args.num_samples, folder=folder, obs_site=args.obs_site,
+                     seed=cfg["seed"])
+    summary = result["summary"]
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"posterior predictive checks: {args.num_data} test images, {args.num_samples} draws each")
+    for name, p in summary["p_value"].items():
+        print(f"  {name:<20} p = {p:.3f}")
+    for name, frac in summary["extreme_fraction"].items():
+        print(f"  {name:<20} extreme p-values (alpha {summary['alpha']}): {frac:.3f}")
+    print(f"plots in {folder}")
+
+
+def cmd_metrics(args):
+    import numpy as np
+
+    from .data import ShapesFactors
+    from .disentangle import compute_all, mean_representation
+    from .runs import load_run
+
+    cfg, model, guide, data = load_run(args.run)
+    if cfg["dataset"] != "shapes":
+        raise ValueError(f"disentanglement metrics need ground-truth factors; run {args.run} was trained on "
+                         f"{cfg['dataset']!r}, not shapes")
+    sites = sorted(n for n in _latent_names(model, guide, data))
+    rep = mean_representation(guide, site=sites[0], device=cfg["device"])
+    n = args.num_points
+    scores = compute_all(rep, ShapesFactors(), np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
+                         num_variance_estimate=n, n_estimators=args.trees)
+    if args.json:
+        print(json.dumps(scores))
+        return
+    for metric, values in scores.items():
+        shown = ", ".join(f"{k}={v:.3f}" for k, v in values.items() if isinstance(v, float))
+        print(f"{metric:<24} {shown}")
+
+
+def _latent_names(model, guide, data):
+    from .pair import check_pair
+
+    return check_pair(model, guide, data.test.fixed(0).images[:2])
 
 
 def build_parser():
@@ -83,8 +155,26 @@ def build_parser():
     _train_parser(sub).set_defaults(func=cmd_train)
     ev = sub.add_parser("evaluate", help="evaluate a trained run folder")
     ev.add_argument("run", help="run folder written by pyrovae train")
+    ev.add_argument("--iw-samples", type=int, default=0,
+                    help="also estimate log p(x) by importance sampling with this many samples (e.g. 5000)")
+    ev.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test images only")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=cmd_evaluate)
+    pp = sub.add_parser("ppc", help="posterior predictive checks of a run folder (p-values and plots)")
+    pp.add_argument("run")
+    pp.add_argument("--num-data", type=int, default=200, help="test images to check")
+    pp.add_argument("--num-samples", type=int, default=100, help="posterior predictive draws per image")
+    pp.add_argument("--obs-site", default="x", help="the model's observed site")
+    pp.add_argument("--out", default=None, help="folder for the plots (default RUN/ppc)")
+    pp.add_argument("--json", action="store_true")
+    pp.set_defaults(func=cmd_ppc)
+    me = sub.add_parser("metrics", help="disentanglement scores of a run trained on shapes")
+    me.add_argument("run")
+    me.add_argument("--num-points", type=int, default=10_000, help="training points per metric (eval: half)")
+    me.add_argument("--trees", type=int, default=100, help="gradient-boosted trees in DCI")
+    me.add_argument("--seed", type=int, default=0)
+    me.add_argument("--json", action="store_true")
+    me.set_defaults(func=cmd_metrics)
     return parser
 
 

@@ -24,7 +24,7 @@ DEFAULTS = {
     "model": "vae", "guide": "gaussian", "dataset": "shapes", "data_dir": None, "download": False,
     "binarize": None, "num_train": None, "num_test": None, "val_size": None,
     "arch": "mlp", "hidden": None, "activation": "relu", "latent_dim": 10, "likelihood": "bernoulli",
-    "prior": "standard", "analytic_kl": True, "particles": 1,
+    "prior": "standard", "objective": "elbo", "analytic_kl": True, "particles": 1, "dreg": False,
     "epochs": 20, "batch_size": 128, "lr": 1e-3, "clip_norm": None, "patience": None, "seed": 0,
     "device": "cpu", "step_mode": "graph", "out": None,
 }
@@ -48,7 +48,19 @@ def dataset_for(cfg):
                         cfg["download"], cfg["num_train"], cfg["num_test"])
 
 
+OBJECTIVES = ("elbo", "iwae")
+
+
 def make_objective(cfg):
+    """``elbo``: :class:`~pyrovae.objectives.ELBO`; ``iwae``: the K-sample bound (K = ``particles``)."""
+    if cfg["objective"] == "iwae":
+        from .iwae import IWAE
+
+        return IWAE(num_particles=cfg["particles"], dreg=cfg["dreg"])
+    if cfg["objective"] != "elbo":
+        raise ValueError(f"unknown objective {cfg['objective']!r}; expected one of {OBJECTIVES}")
+    if cfg["dreg"]:
+        raise ValueError("--dreg applies to --objective iwae only")
     return ELBO(analytic_kl=cfg["analytic_kl"], num_particles=cfg["particles"])
 
 
