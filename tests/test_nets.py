@@ -1,0 +1,22 @@
+"""Networks accept extra leading batch dims (needed to vectorize particles)."""
+
+import pytest
+import torch
+
+from pyrovae.nets import make_networks
+
+
+@pytest.mark.parametrize("arch,size", [("mlp", 28), ("mlp", 64), ("conv", 28), ("conv", 64)])
+def test_leading_batch_dims(arch, size):
+    enc, dec = make_networks(arch, (1, size, size), latent_dim=5)
+    x = torch.rand(3, 4, 1, size, size)
+    loc, log_scale = enc(x)
+    assert loc.shape == log_scale.shape == (3, 4, 5)
+    torch.testing.assert_close(enc(x[1])[0], loc[1])
+    assert dec(loc).shape == (3, 4, 1, size, size)
+    torch.testing.assert_close(dec(loc[2]), dec(loc)[2])
+
+
+def test_conv_rejects_other_sizes():
+    with pytest.raises(ValueError, match="28x28 or 64x64"):
+        make_networks("conv", (1, 32, 32), latent_dim=2)
