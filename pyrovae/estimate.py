@@ -31,6 +31,7 @@ posterior); the estimator's downward bias is ~ v / (2K), much smaller than the
 standard error for large K.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -215,7 +216,7 @@ def _nesting_of_model(model, x):
 
 def _estimate(weights_fn, nesting_fn, data, num_samples, chunk_size, batch_size, device, seed):
     _check_sizes(num_samples, chunk_size, batch_size)
-    rng = torch.random.fork_rng() if seed is not None else _null()
+    rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
     log_px, se, ess = [], [], []
     with rng, torch.no_grad(), poutine.block():
         if seed is not None:
@@ -231,14 +232,6 @@ def _estimate(weights_fn, nesting_fn, data, num_samples, chunk_size, batch_size,
             se.append(moments.std_error())
             ess.append(moments.effective_sample_size())
     return LogLikelihood(torch.cat(log_px), torch.cat(se), torch.cat(ess), num_samples)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def log_likelihood(model, guide, data, num_samples=5000, chunk_size=500, batch_size=100, device=None, seed=None):
