@@ -31,7 +31,6 @@ posterior); the estimator's downward bias is ~ v / (2K), much smaller than the
 standard error for large K.
 """
 
-import contextlib
 import math
 from dataclasses import dataclass
 
@@ -40,6 +39,7 @@ import torch
 from pyro import poutine
 
 from .pair import DATA_PLATE, PairError, latent_sites, max_plate_nesting, observed_sites, run_pair, run_program
+from .sampling import chunk_sizes, seeded
 
 __all__ = ["LogLikelihood", "datapoint_log_prob", "iwae_bound", "log_likelihood", "log_weights",
            "naive_log_likelihood"]
@@ -199,34 +199,16 @@ def _check_sizes(num_samples, chunk_size, batch_size):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _chunks(num_samples, chunk_size):
-    done = 0
-    while done < num_samples:
-        k = min(chunk_size, num_samples - done)
-        yield k
-        done += k
-
-
-def _nesting_of_model(model, x):
-    with poutine.block():
-        sites = run_program(model, x)
-    dims = [-f.dim for s in sites.values() for f in s.frames if f.dim is not None]
-    return max(dims, default=0)
-
-
 def _estimate(weights_fn, nesting_fn, data, num_samples, chunk_size, batch_size, device, seed):
     _check_sizes(num_samples, chunk_size, batch_size)
-    rng = torch.random.fork_rng() if seed is not None else contextlib.nullcontext()
     log_px, se, ess = [], [], []
-    with rng, torch.no_grad(), poutine.block():
-        if seed is not None:
-            torch.manual_seed(seed)
+    with seeded(seed, device), torch.no_grad(), poutine.block():
         particle_dim = None
         for x in _batches(data, batch_size, device, seed if seed is not None else 0):
             if particle_dim is None:
                 particle_dim = -nesting_fn(x) - 1
             moments = _StreamingMoments()
-            for k in _chunks(num_samples, chunk_size):
+            for k in chunk_sizes(num_samples, chunk_size):
                 moments.add(weights_fn(x, k, particle_dim))
             log_px.append(moments.log_mean())
             se.append(moments.std_error())
@@ -261,7 +243,7 @@ def naive_log_likelihood(model, data, num_samples=5000, chunk_size=500, batch_si
     a check of :func:`log_likelihood` on small latent spaces.
     """
     return _estimate(lambda x, k, pd: _prior_log_weights(model, x, k, pd),
-                     lambda x: _nesting_of_model(model, x),
+                     lambda x: max_plate_nesting(model, None, x),
                      data, num_samples, chunk_size, batch_size, device, seed)
 
 
@@ -279,6 +261,6 @@ def iwae_bound(model, guide, x, k, chunk_size=None):
     with torch.no_grad(), poutine.block():
         particle_dim = -max_plate_nesting(model, guide, x) - 1
         moments = _StreamingMoments()
-        for c in _chunks(k, chunk_size):
+        for c in chunk_sizes(k, chunk_size):
             moments.add(log_weights(model, guide, x, c, particle_dim))
         return moments.log_mean().to(x.dtype if x.is_floating_point() else torch.get_default_dtype())

@@ -8,7 +8,6 @@ particles at once under an outer ``pyro.plate`` instead of a Python loop.
 
 import math
 
-import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}

@@ -112,10 +112,17 @@ def run_pair(model, guide, x, *args, num_particles=None, particle_dim=None, **kw
 
 
 def max_plate_nesting(model, guide, x, *args, **kwargs):
-    """The number of batch dims the pair's plates use (Pyro's ``max_plate_nesting``)."""
+    """The number of batch dims the pair's plates use (Pyro's ``max_plate_nesting``).
+
+    With ``guide=None`` the model is run alone (its latents drawn from the prior).
+    """
     with torch.no_grad(), poutine.block():
-        guide_sites, model_sites = run_pair(model, guide, x, *args, **kwargs)
-    dims = [-f.dim for s in (*guide_sites.values(), *model_sites.values()) for f in s.frames if f.dim is not None]
+        if guide is None:
+            sites = list(run_program(model, x, *args, **kwargs).values())
+        else:
+            guide_sites, model_sites = run_pair(model, guide, x, *args, **kwargs)
+            sites = [*guide_sites.values(), *model_sites.values()]
+    dims = [-f.dim for s in sites for f in s.frames if f.dim is not None]
     return max(dims, default=0)
 
 

@@ -32,7 +32,6 @@ into an ArviZ ``InferenceData`` (groups ``posterior``, ``posterior_predictive``,
 ``observed_data``, ``log_likelihood``; one chain).
 """
 
-import contextlib
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -49,24 +48,10 @@ from pyro import poutine  # noqa: E402
 from pyro.infer import Predictive  # noqa: E402
 
 from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, max_plate_nesting, run_program  # noqa: E402
+from .sampling import chunk_sizes, seeded  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Drawing from the predictive distributions
-
-
-@contextlib.contextmanager
-def _seeded(seed, device=None):
-    """Run the block with torch's RNG seeded to ``seed``, restoring the global RNG after."""
-    if seed is None:
-        yield
-        return
-    device = torch.device(device) if device is not None else None
-    devices = []
-    if device is not None and device.type == "cuda":
-        devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
 
 
 def _check_num(name, value):
@@ -91,13 +76,6 @@ def _draw_model(model, posterior_samples, num_samples, batch_size, parallel):
                         f"site; that call failed: {type(e).__name__}: {e}") from e
 
 
-def _chunks(num_samples, chunk_size):
-    chunk_size = num_samples if chunk_size is None else chunk_size
-    _check_num("chunk_size", chunk_size)
-    for start in range(0, num_samples, chunk_size):
-        yield min(chunk_size, num_samples - start)
-
-
 def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", parallel=True, chunk_size=None,
                          seed=None):
     """Draws z^s ~ q(z|x) and x^{rep,s} ~ p(x|z^s), s = 1..S, for the batch ``x``.
@@ -116,8 +94,8 @@ def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", paralle
     _check_num("num_samples", num_samples)
     batch_size = x.shape[0]
     parts = []
-    with _seeded(seed, x.device), torch.no_grad():
-        for n in _chunks(num_samples, chunk_size):
+    with seeded(seed, x.device), torch.no_grad():
+        for n in chunk_sizes(num_samples, chunk_size):
             latents = Predictive(guide, num_samples=n, parallel=parallel)(x)
             if not latents:
                 raise PairError("the guide has no sample sites: it must sample the model's latent sites")
@@ -133,7 +111,7 @@ def prior_predictive(model, num_samples=100, batch_size=1, parallel=True, seed=N
     """Draws z^s ~ p(z), x^s ~ p(x|z^s) from ``model(None, batch_size=B)``: ``{site: [S, B, ...]}``."""
     _check_num("num_samples", num_samples)
     _check_num("batch_size", batch_size)
-    with _seeded(seed), torch.no_grad():
+    with seeded(seed), torch.no_grad():
         draws = _draw_model(model, {}, num_samples, batch_size, parallel)
     return {name: _per_draw(value, batch_size) for name, value in draws.items()}
 
@@ -153,7 +131,7 @@ def pointwise_log_likelihood(model, guide, x, samples, obs_site="x", chunk_size=
     num_samples = next(iter(samples.values())).shape[0]
     nesting = max_plate_nesting(model, guide, x)
     out, start = [], 0
-    for n in _chunks(num_samples, chunk_size):
+    for n in chunk_sizes(num_samples, chunk_size):
         chunk = {k: v[start:start + n] for k, v in latents.items()}
         out.append(_log_likelihood_chunk(model, x, chunk, n, obs_site, nesting))
         start += n

@@ -153,5 +153,5 @@ def _script(graph, args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.jit.trace(graph, args, check_trace=False, strict=False)
-    except Exception as e:
+    except Exception:  # TorchScript missing or unable to trace: the FX graph runs as it is
         return graph

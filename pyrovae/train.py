@@ -23,6 +23,7 @@ from . import checkpoint as ckpt_io
 from .data import ImageSplit
 from .objectives import ELBO
 from .pair import PairError, check_pair
+from .sampling import seeded
 from .step import StepFunction
 
 
@@ -43,8 +44,7 @@ def evaluate_elbo(model, guide, split, batch_size=500, device="cpu", seed=0):
     objective = ELBO(analytic_kl=True)
     total, n = 0.0, 0
     device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, device):
         for x in split.batches(batch_size, device=device):
             total += objective.terms(model, guide, x).elbo.item()
             n += x.shape[0]
