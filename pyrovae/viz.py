@@ -1,11 +1,23 @@
-"""Pictures of a trained pair: sample grids and reconstructions.
+"""Pictures of a trained pair: samples, reconstructions, latent traversals,
+interpolations, latent scatter plots and training curves.
 
-Works for any pair whose data are images: samples are the mean of the model's
+Works for any pair whose data are images. Samples are the mean of the model's
 observed site given z ~ p(z) (the model is run with ``x=None, batch_size=B``),
-reconstructions the mean given z ~ q(z|x).
+reconstructions the mean given z ~ q(z|x). Every other picture *decodes* chosen
+latent values: they are fixed in the model with ``pyro.poutine.condition`` and
+the picture is the mean of the observed site's distribution,
+E[x | z] (:func:`decode_means`).
+
+Latent dimensions are ranked by their KL term (:func:`kl_per_dimension`), the
+per-dimension view of the rate KL(q(z|x) || p(z)) used to find the dimensions a
+VAE actually uses (Burda et al. 2015, arXiv 1509.00519, "active units";
+Higgins et al. 2017, beta-VAE, for traversals ordered this way).
 """
 
+import json
 import math
+import os
+from dataclasses import dataclass
 
 import matplotlib
 
@@ -13,8 +25,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
+from pyro import poutine  # noqa: E402
+from torch.distributions import Independent, kl_divergence  # noqa: E402
 
-from .pair import observed_sites, run_pair, run_program  # noqa: E402
+from .pair import latent_sites, observed_sites, run_pair, run_program  # noqa: E402
 
 
 def _observed_mean(sites):
@@ -76,3 +90,366 @@ def save_reconstructions(model, guide, x, path):
     for start in range(0, x.shape[0], 8):
         rows += [x[start:start + 8], recon[start:start + 8]]
     return save_grid(torch.cat(rows), path, nrow=8, title="inputs (odd rows) and reconstructions")
+
+
+# ---------------------------------------------------------------------------
+# Reading latent sites and decoding chosen latent values
+
+_VALUE_PRESERVING = (Independent, pyro.distributions.MaskedDistribution, pyro.distributions.ExpandedDistribution)
+
+
+def _check_images(x, name="x"):
+    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] < 1 or x.shape[1] not in (1, 3):
+        shape = f" of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else ""
+        raise ValueError(f"{name} must be a batch of images [N, C, H, W] with N >= 1 and C = 1 or 3, got "
+                         f"{type(x).__name__}{shape}")
+
+
+def _pick_site(sites, site):
+    if not sites:
+        raise ValueError("the guide has no latent sample sites")
+    if site is None:
+        return next(iter(sites))
+    if site not in sites:
+        raise ValueError(f"the guide has no latent sample site {site!r}; its latent sites are {sorted(sites)}")
+    return site
+
+
+def _mean(fn, name):
+    """The mean of ``fn``, looking through wrappers that keep values unchanged (Independent, masks, expand)."""
+    while True:
+        try:
+            return fn.mean
+        except NotImplementedError:
+            if not isinstance(fn, _VALUE_PRESERVING):
+                raise ValueError(f"latent site {name!r}: its distribution {type(fn).__name__} has no mean") from None
+            fn = fn.base_dist
+
+
+def _scalar_factors(fn):
+    """The distribution of independent scalar coordinates under ``fn``, or None if ``fn`` does not factorise."""
+    while isinstance(fn, _VALUE_PRESERVING):
+        fn = fn.base_dist
+    return fn if fn.event_shape == () else None
+
+
+@torch.no_grad()
+def guide_means(guide, x):
+    """E_q[z | x] of every latent site of the guide, in the order sampled: ``{site: [N, *event]}``."""
+    with poutine.block():
+        sites = latent_sites(run_program(guide, x))
+    return {name: _mean(s.fn, name).expand_as(s.value) for name, s in sites.items()}
+
+
+@torch.no_grad()
+def decode_means(model, latents, obs_site="x"):
+    """E[x | z] for chosen latent values ``latents`` = ``{site: [N, *event]}``.
+
+    The values are fixed with ``pyro.poutine.condition`` and the model is run as
+    ``model(None, batch_size=N)`` (as for samples); the result is the mean of the
+    data site ``obs_site`` (or, if the model names it otherwise, of its last
+    sample site that is not conditioned).
+    """
+    if not latents:
+        raise ValueError("latents must name at least one latent site: {site: values [N, *event]}")
+    n = next(iter(latents.values())).shape[0]
+    try:
+        with poutine.block():
+            sites = run_program(poutine.condition(model, data=latents), None, batch_size=n)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError("decoding runs the model as model(None, batch_size=N) with the latent values fixed; "
+                         f"that call failed: {type(e).__name__}: {e}") from e
+    free = {name: s for name, s in sites.items() if name not in latents}
+    if not free:
+        raise ValueError(f"the model has no data site left to decode once {sorted(latents)} are fixed")
+    site = free.get(obs_site) or list(free.values())[-1]
+    return site.fn.mean
+
+
+# ---------------------------------------------------------------------------
+# KL per latent dimension
+
+@dataclass
+class LatentKL:
+    """Per-dimension KL of one latent site, averaged over a batch.
+
+    ``values[d]`` is (1/N) sum_i KL(q(z_d | x_i) || p(z_d)) in nats (``method``
+    ``"closed-form"`` or ``"monte-carlo"``), or, where q or p does not factorise
+    over dimensions, Var_i E_q[z_d | x_i] (``"variance-of-means"``: Burda et al.
+    2015's activity statistic, not in nats). Dimensions flatten the site's event
+    shape.
+    """
+
+    site: str
+    values: torch.Tensor
+    method: str
+
+    def order(self):
+        """Dimensions by decreasing value (ties by index)."""
+        return torch.argsort(self.values, descending=True, stable=True)
+
+
+@torch.no_grad()
+def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
+    """KL(q(z|x) || p(z)) of latent ``site`` (default: the guide's first) per dimension, over the batch ``x``.
+
+    When both the guide's and the model's distribution at the site factorise into
+    independent scalar coordinates (``Normal(...).to_event(1)`` and the like),
+    KL(q || p) = sum_d KL(q_d || p_d), and each term is computed in closed form
+    where torch knows it (``analytic``), else by Monte Carlo from ``num_samples``
+    draws z_d ~ q_d: mean of log q_d(z_d) - log p_d(z_d). Otherwise (a full-
+    covariance guide, a mixture or VampPrior prior) the KL does not split by
+    dimension and the variance over the batch of the guide means stands in.
+    The pair is run once (:func:`pyrovae.pair.run_pair`), so a prior that depends
+    on other latent sites is taken given their draws.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must be a batch [N, *event] with N >= 1, got {type(x).__name__}")
+    with poutine.block():
+        guide_sites, model_sites = run_pair(model, guide, x)
+    name = _pick_site(guide_sites, site)
+    q, p, n = guide_sites[name], model_sites[name], x.shape[0]
+    q_dims, p_dims = _scalar_factors(q.fn), _scalar_factors(p.fn)
+    if q_dims is None or p_dims is None:
+        means = _mean(q.fn, name).expand_as(q.value).reshape(n, -1)
+        return LatentKL(name, means.var(0, correction=0), "variance-of-means")
+    kl, method = None, "closed-form"
+    if analytic:
+        try:
+            kl = kl_divergence(q_dims, p_dims)
+        except NotImplementedError:
+            pass
+    if kl is None:
+        draws = q_dims.sample((num_samples,))
+        kl, method = (q_dims.log_prob(draws) - p_dims.log_prob(draws)).mean(0), "monte-carlo"
+    return LatentKL(name, kl.expand_as(q.value).reshape(n, -1).mean(0), method)
+
+
+# ---------------------------------------------------------------------------
+# Latent traversals and interpolations
+
+@dataclass
+class Traversals:
+    """``images[r, s]`` decodes the base input's guide means with dimension ``dims[r]`` set to ``values[r, s]``."""
+
+    images: torch.Tensor
+    dims: list
+    values: torch.Tensor
+    kl: LatentKL
+
+
+@torch.no_grad()
+def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dims=None, base_index=0,
+                      obs_site="x", analytic=True):
+    """Traverse each latent dimension of ``site``, one at a time, in order of decreasing KL.
+
+    The start is the guide means E_q[z | x_b] of the input ``x[base_index]`` (all
+    latent sites); dimension d is swept over ``num_steps`` values from
+    mu_d - span sigma_d to mu_d + span sigma_d, with mu, sigma the prior's mean
+    and standard deviation at that dimension (the means and spread of the guide
+    means over ``x`` where the prior has no moments), and the results are decoded
+    (:func:`decode_means`). Dimensions are ranked by :func:`kl_per_dimension` on
+    the batch ``x``; ``max_dims`` keeps the first ones.
+    """
+    _check_images(x)
+    if num_steps < 2 or not span > 0:
+        raise ValueError(f"need num_steps >= 2 and span > 0, got {num_steps} and {span}")
+    if not 0 <= base_index < x.shape[0]:
+        raise ValueError(f"base_index {base_index} is outside the batch of {x.shape[0]}")
+    kl = kl_per_dimension(model, guide, x, site, analytic)
+    means = guide_means(guide, x)
+    flat = means[kl.site].reshape(x.shape[0], -1)
+    dims = kl.order()[:max_dims].tolist()
+    loc, scale = _prior_moments(model, guide, x[base_index:base_index + 1], kl.site, flat)
+    steps = torch.linspace(-span, span, num_steps, device=flat.device, dtype=flat.dtype)
+    values = loc[dims][:, None] + scale[dims][:, None] * steps
+    n = len(dims) * num_steps
+    latents = {name: m[base_index:base_index + 1].expand(n, *m.shape[1:]).clone() for name, m in means.items()}
+    z = latents[kl.site].reshape(n, -1)
+    for row, d in enumerate(dims):
+        z[row * num_steps:(row + 1) * num_steps, d] = values[row]
+    latents[kl.site] = z.reshape(latents[kl.site].shape)
+    images = decode_means(model, latents, obs_site)
+    return Traversals(images.reshape(len(dims), num_steps, *images.shape[1:]), dims, values, kl)
+
+
+def _prior_moments(model, guide, x, site, flat_means):
+    """Mean and standard deviation of p(z) at ``site`` per flattened dim (guide-mean statistics as a fallback)."""
+    with poutine.block():
+        _, model_sites = run_pair(model, guide, x)
+    p = model_sites[site]
+    try:
+        loc, scale = p.fn.mean, p.fn.stddev
+    except NotImplementedError:
+        return flat_means.mean(0), flat_means.std(0, correction=0)
+    return loc.expand_as(p.value).reshape(-1), scale.expand_as(p.value).reshape(-1)
+
+
+@torch.no_grad()
+def interpolate(model, guide, x_start, x_end, num_steps=8, obs_site="x"):
+    """Decoded linear paths between the guide means of two inputs: ``[N, num_steps, *event]``.
+
+    Row i decodes (1 - t) E_q[z | x_start_i] + t E_q[z | x_end_i] for t evenly
+    spaced in [0, 1], for every latent site at once.
+    """
+    _check_images(x_start, "x_start")
+    _check_images(x_end, "x_end")
+    if x_start.shape != x_end.shape:
+        raise ValueError(f"x_start and x_end must have the same shape, got {list(x_start.shape)} and "
+                         f"{list(x_end.shape)}")
+    if num_steps < 2:
+        raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+    a, b = guide_means(guide, x_start), guide_means(guide, x_end)
+    n = x_start.shape[0]
+    latents = {}
+    for name, start in a.items():
+        t = torch.linspace(0, 1, num_steps, device=start.device, dtype=start.dtype)
+        t = t.reshape(1, num_steps, *([1] * (start.dim() - 1)))
+        path = (1 - t) * start.unsqueeze(1) + t * b[name].unsqueeze(1)
+        latents[name] = path.reshape(n * num_steps, *start.shape[1:])
+    images = decode_means(model, latents, obs_site)
+    return images.reshape(n, num_steps, *images.shape[1:])
+
+
+def _save_rows(images, path, title, row_labels=None):
+    """Save ``images`` ``[R, S, C, H, W]`` as an R x S grid, with optional row labels."""
+    rows, steps = images.shape[:2]
+    grid = image_grid(images.reshape(rows * steps, *images.shape[2:]), nrow=steps)
+    fig, ax = plt.subplots(figsize=(max(4, steps * 0.8), max(1.5, rows * 0.8) + 0.6))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    h = images.shape[-2]
+    if row_labels:
+        ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(rows)], row_labels, fontsize=8)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_traversals(model, guide, x, path, **kwargs):
+    """Save :func:`latent_traversals` as a PNG: one row per dimension, labelled with its KL."""
+    t = latent_traversals(model, guide, x, **kwargs)
+    unit = "nats" if t.kl.method != "variance-of-means" else "var of means"
+    labels = [f"{t.kl.site}[{d}]  {float(t.kl.values[d]):.2f} {unit}" for d in t.dims]
+    span = kwargs.get("span", 3.0)
+    title = f"traversals of {t.kl.site}, by decreasing KL ({t.kl.method}); prior mean -{span:g} to +{span:g} sd"
+    return _save_rows(t.images, path, title, labels)
+
+
+def save_interpolations(model, guide, x_start, x_end, path, num_steps=8, obs_site="x"):
+    """Save :func:`interpolate` as a PNG, each row flanked by its two inputs."""
+    paths = interpolate(model, guide, x_start, x_end, num_steps, obs_site)
+    rows = torch.cat([x_start.unsqueeze(1).to(paths), paths, x_end.unsqueeze(1).to(paths)], dim=1)
+    return _save_rows(rows, path, "interpolation between guide means (inputs at both ends)")
+
+
+# ---------------------------------------------------------------------------
+# Scatter of the latent means
+
+@torch.no_grad()
+def latent_scatter_points(model, guide, x, site=None, analytic=True):
+    """Guide means of ``site`` in its two dimensions of largest KL: ``(points [N, 2], dims, kl)``.
+
+    The plane is spanned by the two highest-KL dimensions, not by principal
+    components, so its axes are latent dimensions that traversals and metrics
+    name too. A one-dimensional site gets 0 as its second coordinate.
+    """
+    kl = kl_per_dimension(model, guide, x, site, analytic)
+    flat = guide_means(guide, x)[kl.site].reshape(x.shape[0], -1)
+    dims = kl.order()[:2].tolist()
+    points = flat[:, dims]
+    if len(dims) == 1:
+        points = torch.cat([points, torch.zeros_like(points)], 1)
+    return points, dims, kl
+
+
+def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=None, analytic=True):
+    """Scatter of :func:`latent_scatter_points`, coloured by ``labels``.
+
+    ``labels`` is ``[N]`` (a class label) or ``[N, F]`` (ground-truth factors: one
+    panel per factor), or None; ``label_names`` names the label or the factors.
+    """
+    _check_images(x)
+    points, dims, kl = latent_scatter_points(model, guide, x, site, analytic)
+    points = points.cpu().numpy()
+    if labels is None:
+        columns, names = [None], [None]
+    else:
+        labels = torch.as_tensor(labels).cpu()
+        if labels.shape[0] != x.shape[0] or labels.dim() not in (1, 2):
+            raise ValueError(f"labels must have shape [N] or [N, F] with N = {x.shape[0]}, got {list(labels.shape)}")
+        columns = [labels] if labels.dim() == 1 else list(labels.T)
+        names = list(label_names) if label_names is not None else (
+            ["label"] if labels.dim() == 1 else [f"factor {i}" for i in range(len(columns))])
+        if len(names) != len(columns):
+            raise ValueError(f"label_names has {len(names)} names for {len(columns)} label columns")
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, column, name in zip(axes[0], columns, names):
+        if column is None:
+            ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
+        else:
+            values = column.numpy()
+            cmap = "tab10" if len(set(values.tolist())) <= 10 else "viridis"
+            sc = ax.scatter(points[:, 0], points[:, 1], c=values, cmap=cmap, s=6, alpha=0.7)
+            fig.colorbar(sc, ax=ax, fraction=0.046, label=name)
+            ax.set_title(f"coloured by {name}", fontsize=9)
+        ax.set_xlabel(f"{kl.site}[{dims[0]}]")
+        ax.set_ylabel(f"{kl.site}[{dims[1]}]" if len(dims) > 1 else "(one dimension)")
+    fig.suptitle(f"guide means of {kl.site}: the two dimensions of largest KL", fontsize=10)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Training curves
+
+def read_metrics(path):
+    """The rows of a run's ``metrics.jsonl`` (one dict per epoch, as :class:`~pyrovae.train.SVIRun` writes)."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {number}: not JSON ({e})") from None
+    return rows
+
+
+def training_curves(rows):
+    """``{"epoch", "train_elbo", "val_elbo"}`` lists from metrics rows (NaN where an epoch lacks a value).
+
+    ``train_elbo`` is the training bound averaged over the epoch's batches (the
+    objective's own bound, e.g. the IWAE bound), ``val_elbo`` the ELBO on the
+    validation split at the end of the epoch.
+    """
+    rows = [r for r in rows if "epoch" in r]
+    if not rows:
+        raise ValueError("the metrics hold no epochs (no rows with an 'epoch' field)")
+    curves = {"epoch": [r["epoch"] for r in rows]}
+    for key in ("train_elbo", "val_elbo"):
+        curves[key] = [float(r.get(key, math.nan)) for r in rows]
+    return curves
+
+
+def save_training_curves(metrics, path):
+    """Plot :func:`training_curves` of ``metrics`` (rows, or the path of ``metrics.jsonl``) as a PNG."""
+    curves = training_curves(read_metrics(metrics) if isinstance(metrics, (str, os.PathLike)) else metrics)
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    ax.plot(curves["epoch"], curves["train_elbo"], "o-", label="train bound (mean over the epoch)")
+    if any(math.isfinite(v) for v in curves["val_elbo"]):
+        ax.plot(curves["epoch"], curves["val_elbo"], "s-", label="validation ELBO (end of epoch)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per datapoint")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
