@@ -1,4 +1,4 @@
-"""``pyrovae`` command line: ``train``, ``evaluate``, ``ppc`` and ``metrics``.
+"""``pyrovae`` command line: ``train``, ``evaluate``, ``ppc``, ``metrics`` and ``report``.
 
 ``pyrovae train`` with no arguments trains a VAE on the built-in ``shapes``
 dataset on the CPU and writes a run folder; ``pyrovae evaluate RUN`` prints the
@@ -108,6 +108,9 @@ def cmd_ppc(args):
     result = run_ppc(model, guide, x, num_samples=args.num_samples, folder=folder, obs_site=args.obs_site,
                      seed=cfg["seed"])
     summary = result["summary"]
+    with open(os.path.join(folder, "summary.json"), "w") as f:
+        json.dump({**summary, "num_data": result["num_data"], "num_samples": args.num_samples,
+                   "obs_site": args.obs_site}, f, indent=2)
     if args.json:
         print(json.dumps(summary))
         return
@@ -143,6 +146,12 @@ def cmd_metrics(args):
         print(f"{metric:<24} {shown}")
 
 
+def cmd_report(args):
+    from .report import write_report
+
+    print(f"report: {write_report(args.run, out=args.out)}")
+
+
 def _latent_names(model, guide, data):
     from .pair import check_pair
 
@@ -175,6 +184,10 @@ def build_parser():
     me.add_argument("--seed", type=int, default=0)
     me.add_argument("--json", action="store_true")
     me.set_defaults(func=cmd_metrics)
+    rp = sub.add_parser("report", help="write a run's self-contained report.html (config, metrics, pictures, PPC)")
+    rp.add_argument("run")
+    rp.add_argument("--out", default=None, help="HTML file to write (default RUN/report.html)")
+    rp.set_defaults(func=cmd_report)
     return parser
 
 

@@ -1,8 +1,8 @@
 """Run folders: train from a configuration, reload a trained pair, evaluate it.
 
 A run folder holds ``config.json``, ``last.pt`` and ``best.pt``,
-``metrics.jsonl``, ``samples.png``, ``reconstructions.png`` and
-``summary.json``.
+``metrics.jsonl``, ``samples.png``, ``reconstructions.png``,
+``summary.json``, the pictures of :mod:`pyrovae.report` and ``report.html``.
 """
 
 import json
@@ -94,6 +94,9 @@ def train(cfg, resume=False, progress=True):
                "best_val_elbo": run.best_val}
     write_pictures(model, guide, data.test, out, cfg["device"])
     _write_json(os.path.join(out, "summary.json"), summary)
+    from .report import write_report  # report imports this module
+
+    write_report(out, run=(cfg, model, guide, data))
     return summary
 
 
