@@ -38,6 +38,16 @@ def _train_parser(sub):
                    help="training bound: the ELBO or the importance-weighted bound with --particles K")
     p.add_argument("--particles", type=int, default=1, help="Monte Carlo draws (IWAE: K) per datapoint")
     p.add_argument("--dreg", action="store_true", help="IWAE: doubly reparameterized guide gradients")
+    p.add_argument("--beta", type=float, default=None,
+                   help="beta-VAE: reconstruction - beta * KL (Higgins et al. 2017), e.g. 4")
+    p.add_argument("--capacity", type=float, default=None,
+                   help="controlled capacity: reconstruction - gamma |KL - C|, C rising linearly to this many "
+                        "nats (Burgess et al. 2018), e.g. 25; needs --capacity-steps")
+    p.add_argument("--capacity-steps", type=int, default=None, help="SVI steps over which C rises to --capacity")
+    p.add_argument("--gamma", type=float, default=None, help="controlled capacity: weight of |KL - C| (default 1000)")
+    p.add_argument("--free-bits", type=float, default=None,
+                   help="free bits: the KL of each latent dimension counts as at least this many nats "
+                        "(Kingma et al. 2016), e.g. 0.5")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -53,15 +63,17 @@ def _train_parser(sub):
 
 
 def cmd_train(args):
-    from .runs import make_config, train
+    from .runs import make_config, make_objective, train
 
     keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "num_test", "val_size",
             "arch", "hidden",
-            "latent_dim", "likelihood", "objective", "analytic_kl", "particles", "dreg", "epochs", "batch_size", "lr", "clip_norm",
+            "latent_dim", "likelihood", "objective", "analytic_kl", "particles", "dreg", "beta", "capacity",
+            "capacity_steps", "gamma", "free_bits", "epochs", "batch_size", "lr", "clip_norm",
             "patience", "seed", "device", "step_mode", "out")
     cfg = make_config(**{k: getattr(args, k) for k in keys})
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out RUN_FOLDER")
+    make_objective(cfg)  # contradictory objective flags fail before any data is loaded
     summary = train(cfg, resume=args.resume, progress=args.progress)
     print(f"run folder: {cfg['out']}")
     print(f"test ELBO: {summary['test_elbo']:.2f} nats per image ({summary['num_test']} test images)")

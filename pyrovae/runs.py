@@ -25,6 +25,7 @@ DEFAULTS = {
     "binarize": None, "num_train": None, "num_test": None, "val_size": None,
     "arch": "mlp", "hidden": None, "activation": "relu", "latent_dim": 10, "likelihood": "bernoulli",
     "prior": "standard", "objective": "elbo", "analytic_kl": True, "particles": 1, "dreg": False,
+    "beta": None, "capacity": None, "capacity_steps": None, "gamma": None, "free_bits": None,
     "epochs": 20, "batch_size": 128, "lr": 1e-3, "clip_norm": None, "patience": None, "seed": 0,
     "device": "cpu", "step_mode": "graph", "out": None,
 }
@@ -52,7 +53,15 @@ OBJECTIVES = ("elbo", "iwae")
 
 
 def make_objective(cfg):
-    """``elbo``: :class:`~pyrovae.objectives.ELBO`; ``iwae``: the K-sample bound (K = ``particles``)."""
+    """``elbo``: :class:`~pyrovae.objectives.ELBO`; ``iwae``: the K-sample bound (K = ``particles``).
+
+    ``beta``, ``capacity`` or ``free_bits`` pick an objective of :mod:`pyrovae.regularized` instead.
+    """
+    from .regularized import objective_from_config
+
+    regularized = objective_from_config(cfg)
+    if regularized is not None:
+        return regularized
     if cfg["objective"] == "iwae":
         from .iwae import IWAE
 
