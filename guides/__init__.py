@@ -1,5 +1,6 @@
 """Amortized encoders: Pyro guide callables (installed as ``pyrovae.guides``)."""
 
 from .gaussian import GaussianGuide
+from .hierarchical import BottomUpGuide, TopDownGuide
 
-__all__ = ["GaussianGuide"]
+__all__ = ["BottomUpGuide", "GaussianGuide", "TopDownGuide"]

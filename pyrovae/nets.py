@@ -8,6 +8,7 @@ particles at once under an outer ``pyro.plate`` instead of a Python loop.
 
 import math
 
+import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
@@ -77,6 +78,34 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z):
         return self.net(z).reshape(*z.shape[:-1], *self.image_shape)
+
+
+class ConditionalGaussian(nn.Module):
+    """Several inputs -> (loc, log_scale) of a diagonal Gaussian over ``latent_dim`` dims.
+
+    ``in_shapes`` gives each input's event shape (an image ``[1, 28, 28]`` or a
+    latent ``[d]``); ``forward(*inputs)`` flattens each input's event dims,
+    broadcasts their leading batch dims against each other (so a datum
+    ``[B, ...]`` meets particles ``[K, B, d]``), concatenates them and runs an
+    MLP with ``hidden`` layers and a Gaussian head. It is the conditional of a
+    hierarchical model's or guide's level, e.g. q(z1 | x, z2) or p(z1 | z2).
+    """
+
+    def __init__(self, in_shapes, latent_dim, hidden=(300, 300), activation="relu"):
+        super().__init__()
+        self.in_shapes = [tuple(s) for s in in_shapes]
+        self.latent_dim = latent_dim
+        sizes = [sum(math.prod(s) for s in self.in_shapes), *hidden]
+        self.body = nn.Sequential(mlp(sizes, activation), _activation(activation)()) if hidden else nn.Identity()
+        self.head = GaussianHead(sizes[-1], latent_dim)
+
+    def forward(self, *inputs):
+        if len(inputs) != len(self.in_shapes):
+            raise ValueError(f"expected {len(self.in_shapes)} inputs, got {len(inputs)}")
+        flat = [v.reshape(*v.shape[:v.dim() - len(s)], -1) for v, s in zip(inputs, self.in_shapes)]
+        batch = torch.broadcast_shapes(*(f.shape[:-1] for f in flat))
+        h = torch.cat([f.expand(*batch, f.shape[-1]) for f in flat], dim=-1)
+        return self.head(self.body(h))
 
 
 def _conv_plan(size):

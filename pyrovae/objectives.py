@@ -78,29 +78,68 @@ class ObjectiveModule(nn.Module):
         return (loss, stats) if with_stats else loss
 
 
+def closed_form_kl_sites(guide_sites, model_sites):
+    """Latent sites whose KL(q || p) may be taken in closed form given the draws before them.
+
+    Replacing E_q[log p(z_s | pa) - log q(z_s | ...)] by -KL(q(z_s | ...) || p(z_s | pa))
+    integrates z_s out with everything the guide drew *before* z_s held fixed
+    (the tower rule), so it is unbiased only if the model's distribution at z_s
+    depends on nothing drawn *after* z_s in the guide. A site qualifies when
+    every latent the model samples before it the guide also samples before it:
+    true for every site of a mean-field or top-down guide (the VampPrior
+    paper's HVAE: q(z2|x) q(z1|x, z2)), false for z1 of a bottom-up guide with a
+    top-down model (the IWAE paper's q(z1|x) q(z2|z1) with p(z2) p(z1|z2)),
+    whose KL then stays a Monte Carlo estimate.
+    """
+    guide_order = list(guide_sites)
+    allowed = set()
+    model_before = set()
+    for name in model_sites:
+        if name not in guide_sites:
+            continue
+        if model_before <= set(guide_order[:guide_order.index(name)]):
+            allowed.add(name)
+        model_before.add(name)
+    return allowed
+
+
 class ELBO(Objective):
     """The evidence lower bound (Kingma & Welling 2014, arXiv 1312.6114).
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), estimated with
     ``num_particles`` reparameterised draws. With ``analytic_kl=True`` the KL of
     each latent site is computed in closed form when torch knows it for the
-    guide's and the model's distributions (as Pyro's ``TraceMeanField_ELBO``),
-    and by Monte Carlo, log q(z|x) - log p(z), otherwise. The KL of a site whose
-    prior depends on another latent (hierarchical models) is always Monte Carlo
-    given the replayed parent draw, which is still unbiased.
+    guide's and the model's distributions and the site's place in the guide
+    allows it (:func:`closed_form_kl_sites`), as Pyro's ``TraceMeanField_ELBO``;
+    by Monte Carlo, log q(z|x) - log p(z), otherwise.
+
+    ``warmup`` (epochs) anneals the KL weight (Bowman et al. 2016, arXiv
+    1511.06349; Sønderby et al. 2016, arXiv 1602.02282): the training loss is
+    -(E_q[log p(x|z)] - w KL) with w = min(1, epoch / warmup), epochs counted
+    from 1 as in the VampPrior protocol (Tomczak & Welling 2018, arXiv
+    1705.07120, 100 epochs). The reported ``elbo`` is always the bound (w = 1);
+    ``kl_weight`` is logged beside it.
     """
 
-    def __init__(self, analytic_kl=True, num_particles=1):
+    def __init__(self, analytic_kl=True, num_particles=1, warmup=0):
         if num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
         super().__init__()
         self.analytic_kl = analytic_kl
         self.num_particles = num_particles
+        self.warmup = warmup
+        self.state["kl_weight"] = torch.tensor(1.0 if warmup == 0 else 0.0)
         self._closed_form = {}
         self._nesting = None
 
-    def _site_kl(self, name, q, p):
-        if self.analytic_kl and self._closed_form.get(name, True):
+    def set_progress(self, epoch, step):
+        if self.warmup:
+            self.state["kl_weight"].fill_(min(1.0, (epoch + 1) / self.warmup))
+
+    def _site_kl(self, name, q, p, closed_form_allowed):
+        if self.analytic_kl and name in closed_form_allowed and self._closed_form.get(name, True):
             try:
                 kl = kl_divergence(q.fn, p.fn)
                 self._closed_form[name] = True
@@ -119,11 +158,16 @@ class ELBO(Objective):
                 self._nesting = max_plate_nesting(model, guide, x)
             guide_sites, model_sites = run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
         rec = sum(site.log_prob().sum() for site in observed_sites(model_sites).values()) / k
-        kl = {name: self._site_kl(name, q, model_sites[name]) / k for name, q in guide_sites.items()}
+        allowed = closed_form_kl_sites(guide_sites, model_sites)
+        kl = {name: self._site_kl(name, q, model_sites[name], allowed) / k for name, q in guide_sites.items()}
         return ELBOTerms(rec, kl, x.shape[0])
 
     def loss(self, model, guide, x):
         t = self.terms(model, guide, x)
-        elbo = t.elbo / t.batch_size
-        return -elbo, {"elbo": elbo.detach(), "reconstruction": t.reconstruction.detach() / t.batch_size,
-                       "kl": t.total_kl.detach() / t.batch_size}
+        w = self.state["kl_weight"]
+        b = t.batch_size
+        stats = {"elbo": t.elbo.detach() / b, "reconstruction": t.reconstruction.detach() / b,
+                 "kl": t.total_kl.detach() / b}
+        if self.warmup:
+            stats["kl_weight"] = w.detach().clone()
+        return -(t.reconstruction - w * t.total_kl) / b, stats
