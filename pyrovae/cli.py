@@ -21,7 +21,8 @@ def _train_parser(sub):
     p.add_argument("--model", default="vae", help="built-in model name (vae) or path/to/file.py:Name")
     p.add_argument("--guide", default="gaussian", help="built-in guide name (gaussian) or path/to/file.py:Name")
     p.add_argument("--dataset", default="shapes", choices=DATASETS)
-    p.add_argument("--data-dir", default=None, help="folder with the dataset's files (MNIST / Fashion-MNIST IDX)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the dataset's files (MNIST / Fashion-MNIST IDX; dSprites: its .npz or its folder)")
     p.add_argument("--download", action="store_true", help="fetch MNIST / Fashion-MNIST with torchvision (online)")
     p.add_argument("--binarize", default=None, choices=[b for b in BINARIZE if b],
                    help="binarization of grey images (default: dynamic for a Bernoulli likelihood)")
@@ -137,18 +138,23 @@ def cmd_ppc(args):
 def cmd_metrics(args):
     import numpy as np
 
-    from .data import ShapesFactors
+    from .data import GROUND_TRUTH, ground_truth
     from .disentangle import compute_all, mean_representation
     from .runs import load_run
 
     cfg, model, guide, data = load_run(args.run)
-    if cfg["dataset"] != "shapes":
+    name = args.dataset or cfg["dataset"]
+    if name not in GROUND_TRUTH:
         raise ValueError(f"disentanglement metrics need ground-truth factors; run {args.run} was trained on "
-                         f"{cfg['dataset']!r}, not shapes")
+                         f"{cfg['dataset']!r}: pass --dataset {' or '.join(GROUND_TRUTH)}")
+    truth = ground_truth(name, args.data_dir or (cfg["data_dir"] if name == cfg["dataset"] else None))
+    if tuple(truth.image_shape) != tuple(data.image_shape):
+        raise ValueError(f"{name} images have shape {list(truth.image_shape)} but run {args.run} was trained on "
+                         f"images of shape {list(data.image_shape)}")
     sites = sorted(n for n in _latent_names(model, guide, data))
     rep = mean_representation(guide, site=sites[0], device=cfg["device"])
     n = args.num_points
-    scores = compute_all(rep, ShapesFactors(), np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
+    scores = compute_all(rep, truth, np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
                          num_variance_estimate=n, n_estimators=args.trees)
     if args.json:
         print(json.dumps(scores))
@@ -189,8 +195,11 @@ def build_parser():
     pp.add_argument("--out", default=None, help="folder for the plots (default RUN/ppc)")
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_ppc)
-    me = sub.add_parser("metrics", help="disentanglement scores of a run trained on shapes")
+    me = sub.add_parser("metrics", help="disentanglement scores of a run on a dataset with ground-truth factors")
     me.add_argument("run")
+    me.add_argument("--dataset", default=None, choices=["shapes", "dsprites"],
+                    help="ground-truth factors to score against (default: the run's dataset)")
+    me.add_argument("--data-dir", default=None, help="dsprites: the .npz file or its folder (default: the run's)")
     me.add_argument("--num-points", type=int, default=10_000, help="training points per metric (eval: half)")
     me.add_argument("--trees", type=int, default=100, help="gradient-boosted trees in DCI")
     me.add_argument("--seed", type=int, default=0)

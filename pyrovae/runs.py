@@ -37,7 +37,7 @@ def make_config(**overrides):
     if unknown:
         raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    if cfg["binarize"] is None and cfg["dataset"] != "shapes" and cfg["likelihood"] == "bernoulli":
+    if cfg["binarize"] is None and cfg["dataset"] not in ("shapes", "dsprites") and cfg["likelihood"] == "bernoulli":
         cfg["binarize"] = "dynamic"
     if cfg["out"] is None:
         cfg["out"] = os.path.join("runs", f"{cfg['dataset']}-{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}")

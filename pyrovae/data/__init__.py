@@ -1,4 +1,4 @@
-"""Datasets: the built-in procedural ``shapes``, MNIST and Fashion-MNIST.
+"""Datasets: the built-in procedural ``shapes``, dSprites, MNIST and Fashion-MNIST.
 
 :func:`load_dataset` returns a :class:`Dataset` of train / validation / test
 :class:`ImageSplit` s with values in [0, 1].
@@ -7,13 +7,25 @@
 import numpy as np
 import torch
 
+from .dsprites import DSprites
 from .mnist import load_idx_split
 from .shapes import ShapesFactors
 from .splits import BINARIZE, Dataset, ImageSplit, check_images
 
-DATASETS = ("shapes", "mnist", "fashion-mnist")
+DATASETS = ("shapes", "dsprites", "mnist", "fashion-mnist")
+GROUND_TRUTH = ("shapes", "dsprites")
 
-__all__ = ["BINARIZE", "DATASETS", "Dataset", "ImageSplit", "ShapesFactors", "check_images", "load_dataset"]
+__all__ = ["BINARIZE", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ImageSplit", "ShapesFactors",
+           "check_images", "ground_truth", "load_dataset"]
+
+
+def ground_truth(name, data_dir=None):
+    """The factor grid of a dataset with ground-truth factors: ``shapes`` (built in) or ``dsprites`` (its .npz)."""
+    if name == "shapes":
+        return ShapesFactors()
+    if name == "dsprites":
+        return DSprites(data_dir)
+    raise ValueError(f"dataset {name!r} has no ground-truth factors; expected one of {list(GROUND_TRUTH)}")
 
 
 def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, download=False,
@@ -25,13 +37,17 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     (default 1,000) and a test split of ``num_test`` (default 1,000), each from
     its own seed; labels are the factor indices. Already binary.
 
+    ``dsprites``: the same draws from the dSprites grid, read from the published
+    ``.npz`` file at ``data_dir`` (the file or its folder; see :class:`DSprites`).
+
     ``mnist`` / ``fashion-mnist``: from the IDX files in ``data_dir`` (see
     :mod:`pyrovae.data.mnist`); the last ``val_size`` (default 10,000) of the 60,000
     training images, after a fixed shuffle, form the validation split.
     ``num_train``/``num_test`` take the first images only, for quick runs.
     """
-    if name == "shapes":
-        return _shapes(num_train or 10_000, val_size or 1_000, num_test or 1_000, seed)
+    if name in GROUND_TRUTH:
+        return _factor_splits(name, ground_truth(name, data_dir), num_train or 10_000, val_size or 1_000,
+                              num_test or 1_000, seed)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
     images, labels = load_idx_split(name, "train", data_dir, download)
@@ -51,11 +67,9 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     )
 
 
-def _shapes(num_train, num_val, num_test, seed):
-    grid = ShapesFactors()
-
+def _factor_splits(name, grid, num_train, num_val, num_test, seed):
     def split(n, s):
         factors, images = grid.sample(n, np.random.default_rng(s))
         return ImageSplit(images, torch.from_numpy(factors))
 
-    return Dataset("shapes", split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))
+    return Dataset(name, split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))
