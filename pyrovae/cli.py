@@ -88,12 +88,26 @@ def cmd_evaluate(args):
     cfg, model, guide, data = load_run(args.run)
     test = data.test if args.num_test is None else _first(data.test, args.num_test)
     elbo = evaluate_elbo(model, guide, test, device=cfg["device"], seed=cfg["seed"])
-    result = {"test_elbo": elbo, "num_test": len(test)}
+    result = {"test_elbo": elbo, "num_test": len(test), "nll": None, "nll_std_error": None,
+              "iw_samples": args.iw_samples}
     if args.iw_samples:
         from .estimate import log_likelihood
 
         ll = log_likelihood(model, guide, test, num_samples=args.iw_samples, device=cfg["device"], seed=cfg["seed"])
-        result.update(nll=ll.nll, nll_std_error=ll.nll_std_error, iw_samples=args.iw_samples)
+        result.update(nll=ll.nll, nll_std_error=ll.nll_std_error)
+    from .diagnostics import active_units, elbo_surgery
+
+    au = active_units(model, guide, test, threshold=args.au_threshold, device=cfg["device"], seed=cfg["seed"])
+    result["active_units"] = dict(au.counts)
+    surgery = None
+    if args.surgery_points:
+        surgery = elbo_surgery(model, guide, test, num_points=args.surgery_points, device=cfg["device"],
+                               seed=cfg["seed"])
+        result["surgery"] = surgery.to_dict()
+    tmp = os.path.join(args.run, ".evaluation.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(tmp, os.path.join(args.run, "evaluation.json"))
     if args.json:
         print(json.dumps(result))
         return
@@ -101,6 +115,13 @@ def cmd_evaluate(args):
     if args.iw_samples:
         print(f"test NLL (K={args.iw_samples} importance samples): {result['nll']:.2f} +- "
               f"{result['nll_std_error']:.2f} nats per image")
+    print(f"active units (A_u > {args.au_threshold:g}): {au.describe()}")
+    if surgery is not None:
+        print(f"ELBO surgery (Hoffman & Johnson 2016) over N = {surgery.num_data} test images, "
+              f"{surgery.num_points} points:")
+        print(f"  {'ELBO':>9} {'avg KL':>9} {'mutual information':>19} {'marginal KL':>12} {'log N':>7}")
+        print(f"  {elbo:9.2f} {surgery.avg_kl:9.2f} {surgery.mutual_information:19.2f} {surgery.marginal_kl:12.2f} "
+              f"{surgery.log_n:7.2f}")
 
 
 def _first(split, n):
@@ -185,6 +206,10 @@ def build_parser():
     ev.add_argument("--iw-samples", type=int, default=0,
                     help="also estimate log p(x) by importance sampling with this many samples (e.g. 5000)")
     ev.add_argument("--num-test", type=int, default=None, help="evaluate on the first N test images only")
+    ev.add_argument("--au-threshold", type=float, default=0.01,
+                    help="a latent dim is active when Cov_x(E_q[u|x]) exceeds this (Burda et al. 2015)")
+    ev.add_argument("--surgery-points", type=int, default=1000,
+                    help="ELBO surgery: draws from the aggregate posterior for MI and marginal KL (0: skip)")
     ev.add_argument("--json", action="store_true", help="print JSON")
     ev.set_defaults(func=cmd_evaluate)
     pp = sub.add_parser("ppc", help="posterior predictive checks of a run folder (p-values and plots)")

@@ -1,0 +1,416 @@
+"""What a trained pair's latent code carries: active units, KL per dimension, ELBO surgery.
+
+All three read any (model, guide) pair through :func:`pyrovae.pair.run_program`,
+with S guide draws per datapoint vectorized under an outer
+``pyro.plate("particles", S)``, so hierarchical guides (a site whose
+distribution depends on another latent) are handled like one-layer ones.
+
+**Active units** (Burda, Grosse & Salakhutdinov 2015, "Importance Weighted
+Autoencoders", arXiv 1509.00519, section 5.2): latent dimension u is active when
+
+    A_u = Cov_x( E_{q(u|x)}[u] ) > 0.01,
+
+the variance over the data of the code's posterior mean. For a site whose
+distribution depends on x only, E_q[u|x] is the mean of that distribution; for
+a site q(z2 | z1) below another latent it is E_{z1 ~ q(z1|x)}[ mean q(z2 | z1) ],
+averaged over S draws of its parents. The IWAE table reports a 2-layer model as
+"16+5": active units of the first and the second stochastic layer.
+
+**KL per dimension**: (1/N) sum_n KL(q(z_d | x_n) || p(z_d)) for every dim d of
+every latent site, on the sites' base (one-dimensional) distributions,
+averaged over S draws: in closed form where torch knows it and the site's
+prior depends on no other latent, else log q(z_d | ...) - log p(z_d | ...) at
+the draw (unbiased for the site's term of the ELBO in either case).
+
+**ELBO surgery** (Hoffman & Johnson 2016, "ELBO surgery: yet another way to
+carve up the variational evidence lower bound", NIPS workshop on approximate
+Bayesian inference): with the index n of a datapoint uniform on 1..N and the
+aggregate posterior q(z) = (1/N) sum_n q(z | x_n),
+
+    (1/N) sum_n KL(q(z|x_n) || p(z)) = I_q[n; z] + KL(q(z) || p(z)),
+    I_q[n; z] = E_{q(n, z)}[ log q(z | x_n) - log q(z) ]  <=  log N.
+
+The index-code mutual information and the marginal KL are estimated from M
+points z_m ~ q(z | x_{n_m}), n_m uniform, with log q(z_m) computed exactly over
+all N datapoints in blocks: the guide is run on a block of x_n with its latent
+sites conditioned on the z_m placed along the particle dim, which gives the
+joint log-densities log q(z_m | x_n) of all pairs as an ``[M, N_block]`` tensor.
+Because log q(z_m | x_{n_m}) is one of the N terms of the sum,
+each summand of the MI estimate is at most log N, so the estimate is too.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
+from torch.distributions import Independent, kl_divergence
+
+from .data.splits import ImageSplit
+from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
+from .sampling import seeded
+
+__all__ = ["ActiveUnits", "ELBOSurgery", "active_units", "elbo_surgery", "format_active_units",
+           "kl_per_dimension"]
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _data_tensor(data, seed):
+    """``data`` as one tensor ``[N, *event]`` (an ImageSplit's dynamic binarization drawn once from ``seed``)."""
+    if isinstance(data, ImageSplit):
+        return data.fixed(seed).images
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
+    if data.dim() < 1 or data.shape[0] == 0:
+        raise ValueError(f"data must hold at least one datapoint along dim 0, got shape {list(data.shape)}")
+    return data
+
+
+def _batches(x, batch_size, device):
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        yield batch if device is None else batch.to(device)
+
+
+def _batch_dims(site, particle_dim):
+    """Indices of the particle and data dims in ``site.value`` (batch shape left-padded to the particle dim)."""
+    data_dim = site.plate_dim(DATA_PLATE)
+    if data_dim is None:
+        raise PairError(f"latent site {site.name!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size): "
+                        "diagnostics need every latent site to be local to the data plate")
+    n_batch = max(site.value.dim() - len(site.fn.event_shape), -particle_dim)
+    return n_batch, n_batch + particle_dim, n_batch + data_dim
+
+
+def _per_datum(t, site, particle_dim, per_draw=False):
+    """Lay ``t``, a quantity of ``site`` shaped like its value, out as ``[S, B, D]``.
+
+    D is the product of the site's event dims and any plates other than the
+    particle and data plates. ``per_draw=True``: ``t`` has the site's batch
+    shape (one number per draw, like a log-density), giving ``[S, B, 1]``.
+    """
+    n_batch, p, d = _batch_dims(site, particle_dim)
+    n_event = len(site.fn.event_shape)
+    shape = (1,) * (n_batch + n_event - site.value.dim()) + tuple(site.value.shape)
+    if per_draw:
+        shape = shape[:n_batch]
+    t = t.expand(shape)
+    return t.movedim((p, d), (0, 1)).reshape(shape[p], shape[d], -1)
+
+
+def _base(fn):
+    """The factorized distribution under value-preserving wrappers (Independent, masks, expansion)."""
+    while isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
+        fn = fn.base_dist
+    return fn
+
+
+def _mean(fn):
+    """The mean of ``fn``, looking through value-preserving wrappers; None when it has none."""
+    while True:
+        try:
+            return fn.mean
+        except NotImplementedError:
+            if not isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
+                return None
+            fn = fn.base_dist
+
+
+def _particle_dim(model, guide, x):
+    return -max_plate_nesting(model, guide, x) - 1
+
+
+# -- active units ------------------------------------------------------------
+
+def format_active_units(counts):
+    """Active-unit counts per site in the IWAE table's notation: ``{"z1": 16, "z2": 5}`` -> ``"16+5"``."""
+    return "+".join(str(int(c)) for c in counts.values())
+
+
+@dataclass
+class ActiveUnits:
+    """Active units per latent site (Burda et al. 2015, section 5.2).
+
+    ``counts[site]``: the number of dims with A_u > ``threshold``;
+    ``variance[site]``: A_u = Cov_x(E_q[u|x]) per dim, a tensor ``[D]``;
+    ``dims[site]``: the site's number of dims. Sites are in the guide's order.
+    ``str()`` gives the table's "16+5" form.
+    """
+
+    counts: dict
+    variance: dict
+    dims: dict
+    threshold: float
+
+    def __str__(self):
+        return format_active_units(self.counts)
+
+    def describe(self):
+        """``"16+5 (z1: 16/100, z2: 5/50)"``."""
+        sites = ", ".join(f"{name}: {c}/{self.dims[name]}" for name, c in self.counts.items())
+        return f"{self} ({sites})"
+
+    def to_dict(self):
+        return {"counts": dict(self.counts), "dims": dict(self.dims), "threshold": self.threshold,
+                "variance": {name: v.tolist() for name, v in self.variance.items()}}
+
+
+def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size=100, device=None, seed=0):
+    """Active units of every latent site: A_u = Cov_x(E_q[u|x]) > ``threshold`` (Burda et al. 2015, sec. 5.2).
+
+    ``data``: a tensor ``[N, *event]`` (N >= 2) or an ImageSplit (dynamic
+    binarization drawn once from ``seed``). E_q[u|x] is the mean of the site's
+    distribution averaged over ``num_samples`` guide draws of its parents (exact
+    for a site that depends on x only; the draw itself where the distribution
+    has no mean). Cov_x is the sample variance over the N datapoints.
+    Returns :class:`ActiveUnits`.
+    """
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold >= 0:
+        raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
+    _positive_int("num_samples", num_samples)
+    _positive_int("batch_size", batch_size)
+    x_all = _data_tensor(data, seed)
+    if x_all.shape[0] < 2:
+        raise ValueError(f"active units need at least 2 datapoints (a variance over x), got {x_all.shape[0]}")
+    means = {}
+    with seeded(seed, device), torch.no_grad(), poutine.block():
+        particle_dim = None
+        for x in _batches(x_all, batch_size, device):
+            if particle_dim is None:
+                particle_dim = _particle_dim(model, guide, x)
+            with pyro.plate(PARTICLE_PLATE, num_samples, dim=particle_dim):
+                sites = latent_sites(run_program(guide, x))
+            for name, site in sites.items():
+                mean = _mean(site.fn)
+                mean = site.value if mean is None else mean
+                means.setdefault(name, []).append(_per_datum(mean, site, particle_dim).double().mean(0))
+    variance = {name: torch.cat(m).var(0) for name, m in means.items()}
+    counts = {name: int((v > threshold).sum()) for name, v in variance.items()}
+    return ActiveUnits(counts, {n: v.float().cpu() for n, v in variance.items()},
+                       {n: v.numel() for n, v in variance.items()}, float(threshold))
+
+
+# -- KL per dimension ----------------------------------------------------------
+
+def _pair_runs(model, guide, x_all, num_samples, batch_size, device):
+    """Yield ``(guide_sites, model_sites, particle_dim)`` for each batch, S draws per datapoint."""
+    particle_dim = None
+    for x in _batches(x_all, batch_size, device):
+        if particle_dim is None:
+            particle_dim = _particle_dim(model, guide, x)
+        guide_sites, model_sites = run_pair(model, guide, x, num_particles=num_samples, particle_dim=particle_dim)
+        yield guide_sites, model_sites, particle_dim
+
+
+def _prior_is_fixed(q, p, particle_dim):
+    """Whether the model's distribution at a site is the same for every draw, i.e. depends on no latent.
+
+    The model's log-density at the first draw's value, repeated over all draws,
+    is compared across the draws (S >= 2).
+    """
+    _, pd, _ = _batch_dims(q, particle_dim)
+    value = q.value.narrow(pd, 0, 1).expand_as(q.value)
+    lp = _per_datum(p.fn.log_prob(value), q, particle_dim, per_draw=True)
+    return torch.allclose(lp, lp[:1].expand_as(lp), rtol=1e-6, atol=1e-6)
+
+
+def _site_kl(q, p, particle_dim, per_dim):
+    """KL(q || p) of one latent site at the draws: ``[S, B, D]`` per dim, or ``[S, B, 1]`` for the site.
+
+    Closed form where torch knows it and the model's distribution at the site
+    is fixed; otherwise log q(z) - log p(z) at the draw. (A closed form given a
+    drawn parent of p would be biased when the guide draws that parent after
+    this site, as q(z1|x) q(z2|z1) against p(z2) p(z1|z2); the draw is not.)
+    """
+    q_fn, p_fn = (_base(q.fn), _base(p.fn)) if per_dim else (q.fn, p.fn)
+    if per_dim:
+        for fn, who in ((q_fn, "guide"), (p_fn, "model")):
+            if fn.event_shape:
+                raise ValueError(f"latent site {q.name!r}: the {who}'s {type(fn).__name__} does not factorize "
+                                 "over dimensions, so the site has no KL per dimension")
+    kl = None
+    if _prior_is_fixed(q, p, particle_dim):
+        try:
+            kl = kl_divergence(q_fn, p_fn)
+        except NotImplementedError:
+            pass
+    if kl is None:
+        kl = q_fn.log_prob(q.value) - p_fn.log_prob(q.value)
+    return _per_datum(kl, q, particle_dim, per_draw=not per_dim)
+
+
+def _check_kl_sizes(num_samples, batch_size):
+    _positive_int("batch_size", batch_size)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
+        raise ValueError(f"num_samples must be an integer >= 2 (draws are compared to find priors that depend "
+                         f"on other latents), got {num_samples!r}")
+
+
+def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=None, seed=0):
+    """(1/N) sum_n KL(q(z_d | x_n) || p(z_d)) per dimension d of every latent site, in nats.
+
+    Computed on the sites' base (factorized) distributions, averaged over
+    ``num_samples`` (>= 2) draws per datapoint: in closed form where torch
+    knows it and the site's prior depends on no other latent, else
+    log q(z_d|x) - log p(z_d | parents) at the draw. Returns ``{site: tensor [D]}``
+    in the guide's site order; the total over d and sites is the KL term of the
+    ELBO (Kingma & Welling 2014, arXiv 1312.6114). A site whose distributions do
+    not factorize over dims (e.g. a mixture prior) is a ValueError.
+    """
+    _check_kl_sizes(num_samples, batch_size)
+    x_all = _data_tensor(data, seed)
+    sums = {}
+    with seeded(seed, device), torch.no_grad(), poutine.block():
+        for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size,
+                                                                 device):
+            for name, q in guide_sites.items():
+                kl = _site_kl(q, model_sites[name], particle_dim, per_dim=True).double().mean(0).sum(0)
+                sums[name] = sums.get(name, 0) + kl.cpu()
+    return {name: (s / x_all.shape[0]).float() for name, s in sums.items()}
+
+
+def _average_kl(model, guide, x_all, num_samples, batch_size, device):
+    """(1/N) sum_n KL(q(z|x_n) || p(z)) over all latent sites, and its Monte Carlo standard error.
+
+    The error comes from the spread of the per-datapoint estimate over its
+    ``num_samples`` draws (zero where every site's KL is in closed form).
+    """
+    total, var = 0.0, 0.0
+    for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size, device):
+        kl = sum(_site_kl(q, model_sites[name], particle_dim, per_dim=False)[..., 0]
+                 for name, q in guide_sites.items()).double()
+        total += float(kl.mean(0).sum())
+        var += float((kl.var(0) / num_samples).sum())
+    n = x_all.shape[0]
+    return total / n, math.sqrt(var) / n
+
+
+# -- ELBO surgery -----------------------------------------------------------------
+
+@dataclass
+class ELBOSurgery:
+    """Hoffman & Johnson (2016): average KL = index-code mutual information + marginal KL, in nats.
+
+    ``avg_kl``: (1/N) sum_n KL(q(z|x_n) || p(z)) over all N datapoints;
+    ``mutual_information``: I_q[n; z] (at most ``log_n`` = log N);
+    ``marginal_kl``: KL(q(z) || p(z)) of the aggregate posterior;
+    ``num_data``: N; ``num_points``: the M draws z_m ~ q(z) behind MI and
+    marginal KL. ``std_errors``: the Monte Carlo standard errors of the three
+    and, under ``"sum"``, of MI + marginal KL (an independent estimate of ``avg_kl``).
+    """
+
+    avg_kl: float
+    mutual_information: float
+    marginal_kl: float
+    log_n: float
+    num_data: int
+    num_points: int
+    std_errors: dict = field(default_factory=dict)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def _log_density(sites, particle_dim):
+    """sum over ``sites`` of log fn(value), as ``[S, B]``."""
+    return sum(_per_datum(s.fn.log_prob(s.value), s, particle_dim, per_draw=True)[..., 0] for s in sites)
+
+
+def _as_points(site, particle_dim):
+    """A draw ``[1, M, ...]`` (one particle, M datapoints) as ``[M, 1, ...]``: the M points along the particle dim."""
+    n_batch, p, d = _batch_dims(site, particle_dim)
+    value = site.value.reshape((1,) * (n_batch + len(site.fn.event_shape) - site.value.dim()) + site.value.shape)
+    return dataclasses.replace(site, value=value.transpose(p, d))
+
+
+def _log_q_block(guide, x, points, particle_dim):
+    """log q(z_m | x_n) ``[M, N_block]``: the guide run on ``x`` with its latents conditioned on the M points.
+
+    ``points``: ``{name: site}`` with values ``[M, 1, ...]`` (see :func:`_as_points`);
+    each is expanded (a view) along the data dim to the block's size, so the
+    guide's networks see the shapes of any particle-vectorized run.
+    """
+    replay = {}
+    for name, site in points.items():
+        _, p, d = _batch_dims(site, particle_dim)
+        shape = list(site.value.shape)
+        num_points, shape[d] = shape[p], x.shape[0]
+        replay[name] = dataclasses.replace(site, value=site.value.expand(shape))
+    with pyro.plate(PARTICLE_PLATE, num_points, dim=particle_dim):
+        sites = latent_sites(run_program(guide, x, replay=replay))
+    if set(sites) != set(points):
+        raise PairError(f"the guide's latent sites changed between runs: {sorted(points)}, then {sorted(sites)}")
+    return _log_density(sites.values(), particle_dim)
+
+
+def _point_block(model, guide, x_all, idx, particle_dim, data_block, device):
+    """Points z_m ~ q(z | x_idx[m]): (log q(z_m | x_{n_m}), log q(z_m), log p(z_m)), each ``[M]`` float64 on the CPU."""
+    x_sel = x_all[idx] if device is None else x_all[idx].to(device)
+    guide_sites, model_sites = run_pair(model, guide, x_sel, num_particles=1, particle_dim=particle_dim)
+    log_p = _log_density([model_sites[name] for name in guide_sites], particle_dim)[0].double().cpu()
+    points = {name: _as_points(site, particle_dim) for name, site in guide_sites.items()}
+    m = idx.shape[0]
+    log_sum = torch.full((m,), -math.inf, dtype=torch.float64)
+    own = torch.empty(m, dtype=torch.float64)
+    for start in range(0, x_all.shape[0], data_block):
+        x = x_all[start:start + data_block]
+        block = _log_q_block(guide, x if device is None else x.to(device), points, particle_dim).double().cpu()
+        log_sum = torch.logaddexp(log_sum, torch.logsumexp(block, 1))
+        mine = ((idx >= start) & (idx < start + x.shape[0])).nonzero()[:, 0]
+        own[mine] = block[mine, idx[mine] - start]
+    return own, log_sum - math.log(x_all.shape[0]), log_p
+
+
+def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size=100, point_block=1024,
+                 data_block=64, device=None, seed=0):
+    """ELBO surgery (Hoffman & Johnson 2016): avg KL = I_q[n; z] + KL(q(z) || p(z)) over the N datapoints of ``data``.
+
+    The aggregate posterior q(z) = (1/N) sum_n q(z | x_n) is the mixture of the
+    guide over all N datapoints. ``num_points`` (M) draws z_m ~ q(z | x_{n_m})
+    with n_m uniform (without replacement when M <= N) give
+
+        I^ = (1/M) sum_m [log q(z_m | x_{n_m}) - log q(z_m)],
+        KL^ = (1/M) sum_m [log q(z_m) - log p(z_m)],
+
+    with log q(z_m) = logsumexp_n log q(z_m | x_n) - log N computed exactly, over
+    blocks of ``point_block`` points by ``data_block`` datapoints (memory grows
+    with their product times the latent size); log q and log p are joint
+    densities over all latent sites. ``avg_kl`` is computed separately over all N
+    datapoints (closed form per site where torch knows it, else Monte Carlo with
+    ``num_samples`` draws). I^ <= log N holds exactly. ``data``: a tensor
+    ``[N, *event]`` or an ImageSplit (dynamic binarization drawn once from
+    ``seed``). Returns :class:`ELBOSurgery`.
+    """
+    _check_kl_sizes(num_samples, batch_size)
+    for name, value in (("num_points", num_points), ("point_block", point_block), ("data_block", data_block)):
+        _positive_int(name, value)
+    x_all = _data_tensor(data, seed)
+    n = x_all.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(n, generator=g)[:num_points] if num_points <= n else torch.randint(n, (num_points,),
+                                                                                              generator=g)
+    mi, mkl = [], []
+    with seeded(seed, device), torch.no_grad(), poutine.block():
+        avg_kl, avg_kl_se = _average_kl(model, guide, x_all, num_samples, batch_size, device)
+        particle_dim = _particle_dim(model, guide, x_all[:1] if device is None else x_all[:1].to(device))
+        for start in range(0, num_points, point_block):
+            own, log_q, log_p = _point_block(model, guide, x_all, index[start:start + point_block], particle_dim,
+                                             data_block, device)
+            mi.append(own - log_q)
+            mkl.append(log_q - log_p)
+    mi, mkl = torch.cat(mi), torch.cat(mkl)
+
+    def se(t):
+        return float(t.std() / math.sqrt(t.numel())) if t.numel() > 1 else float("nan")
+
+    return ELBOSurgery(avg_kl, float(mi.mean()), float(mkl.mean()), math.log(n), n, num_points,
+                       {"avg_kl": avg_kl_se, "mutual_information": se(mi), "marginal_kl": se(mkl),
+                        "sum": se(mi + mkl)})
