@@ -12,13 +12,17 @@ import sys
 
 from .data import BINARIZE, DATASETS
 from .likelihoods import LIKELIHOODS
+from .nets import ACTIVATIONS
+from .priors import PRIORS, PSEUDO_INPUT_INITS
 from .step import MODES
 
 
 def _train_parser(sub):
     p = sub.add_parser("train", help="train a model/guide pair with SVI and write a run folder",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="vae", help="built-in model name (vae) or path/to/file.py:Name")
+    p.add_argument("--model", default="vae",
+                   help="built-in model (vae; hvae: the VampPrior paper's top-down L-level HVAE; stacked: the "
+                        "IWAE paper's bottom-up L-level model) or path/to/file.py:Name")
     p.add_argument("--guide", default="gaussian", help="built-in guide name (gaussian) or path/to/file.py:Name")
     p.add_argument("--dataset", default="shapes", choices=DATASETS)
     p.add_argument("--data-dir", default=None,
@@ -31,7 +35,19 @@ def _train_parser(sub):
     p.add_argument("--val-size", type=int, default=None, help="validation images (shapes: 1000, MNIST: 10000)")
     p.add_argument("--arch", default="mlp", choices=["mlp", "conv"], help="encoder/decoder networks")
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="hidden layer sizes")
-    p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS), help="hidden-layer nonlinearity")
+    p.add_argument("--latent-dim", type=int, nargs="+", default=[10],
+                   help="latent size, or one per level for hierarchical models (z1 first)")
+    p.add_argument("--levels", type=int, default=None, help="stochastic levels of hvae/stacked (default 2)")
+    p.add_argument("--prior", default="standard", choices=sorted(PRIORS),
+                   help="p(z) of the top level: standard normal, mixture of Gaussians (mog) or VampPrior (vamp)")
+    p.add_argument("--components", type=int, default=None,
+                   help="mixture components (mog, default 10) or pseudo-inputs (vamp, default 500)")
+    p.add_argument("--prior-init", default="random", choices=PSEUDO_INPUT_INITS,
+                   help="VampPrior pseudo-inputs: random N(0.05, 0.01) or drawn from training images")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="KL warm-up: the KL weight grows linearly from 0 to 1 over this many epochs; early "
+                        "stopping ignores them")
     p.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
     p.add_argument("--no-analytic-kl", dest="analytic_kl", action="store_false",
                    help="estimate the KL term by Monte Carlo even where it has a closed form")
@@ -67,11 +83,12 @@ def cmd_train(args):
     from .runs import make_config, make_objective, train
 
     keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "num_test", "val_size",
-            "arch", "hidden",
-            "latent_dim", "likelihood", "objective", "analytic_kl", "particles", "dreg", "beta", "capacity",
-            "capacity_steps", "gamma", "free_bits", "epochs", "batch_size", "lr", "clip_norm",
-            "patience", "seed", "device", "step_mode", "out")
+            "arch", "hidden", "activation", "latent_dim", "levels", "prior", "components", "prior_init", "warmup", "likelihood",
+            "objective", "analytic_kl", "particles", "dreg", "beta", "capacity", "capacity_steps", "gamma",
+            "free_bits", "epochs", "batch_size", "lr", "clip_norm", "patience", "seed", "device", "step_mode", "out")
     cfg = make_config(**{k: getattr(args, k) for k in keys})
+    if len(cfg["latent_dim"]) == 1:
+        cfg["latent_dim"] = cfg["latent_dim"][0]
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out RUN_FOLDER")
     make_objective(cfg)  # contradictory objective flags fail before any data is loaded

@@ -24,7 +24,8 @@ DEFAULTS = {
     "model": "vae", "guide": "gaussian", "dataset": "shapes", "data_dir": None, "download": False,
     "binarize": None, "num_train": None, "num_test": None, "val_size": None,
     "arch": "mlp", "hidden": None, "activation": "relu", "latent_dim": 10, "likelihood": "bernoulli",
-    "prior": "standard", "objective": "elbo", "analytic_kl": True, "particles": 1, "dreg": False,
+    "levels": None, "prior": "standard", "components": None, "prior_init": "random", "warmup": 0,
+    "objective": "elbo", "analytic_kl": True, "particles": 1, "dreg": False,
     "beta": None, "capacity": None, "capacity_steps": None, "gamma": None, "free_bits": None,
     "epochs": 20, "batch_size": 128, "lr": 1e-3, "clip_norm": None, "patience": None, "seed": 0,
     "device": "cpu", "step_mode": "graph", "out": None,
@@ -65,12 +66,14 @@ def make_objective(cfg):
     if cfg["objective"] == "iwae":
         from .iwae import IWAE
 
+        if cfg["warmup"]:
+            raise ValueError("--warmup anneals the ELBO's KL term; the IWAE objective has none to anneal")
         return IWAE(num_particles=cfg["particles"], dreg=cfg["dreg"])
     if cfg["objective"] != "elbo":
         raise ValueError(f"unknown objective {cfg['objective']!r}; expected one of {OBJECTIVES}")
     if cfg["dreg"]:
         raise ValueError("--dreg applies to --objective iwae only")
-    return ELBO(analytic_kl=cfg["analytic_kl"], num_particles=cfg["particles"])
+    return ELBO(analytic_kl=cfg["analytic_kl"], num_particles=cfg["particles"], warmup=cfg["warmup"])
 
 
 def train(cfg, resume=False, progress=True):
@@ -85,12 +88,13 @@ def train(cfg, resume=False, progress=True):
     data = dataset_for(cfg)
     cfg["image_shape"] = list(data.image_shape)
     pyro.set_rng_seed(cfg["seed"])
-    model, guide = build_pair(cfg)
+    model, guide = build_pair(cfg, data.train)
     os.makedirs(out, exist_ok=True)
     _write_json(os.path.join(out, "config.json"), cfg)
     run = SVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
                  batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
-                 patience=cfg["patience"], seed=cfg["seed"], device=cfg["device"], run_dir=out, config=cfg,
+                 patience=cfg["patience"], ignore_before_epoch=cfg["warmup"], seed=cfg["seed"],
+                 device=cfg["device"], run_dir=out, config=cfg,
                  step_mode=cfg["step_mode"], progress=progress)
     start = time.perf_counter()
     run.fit(resume=resume)
@@ -132,7 +136,7 @@ def load_run(run_dir, which="best"):
     """``(cfg, model, guide, dataset)`` of a run folder, with the ``best`` (or ``last``) parameters."""
     cfg = read_config(run_dir)
     data = dataset_for(cfg)
-    model, guide = build_pair(cfg)
+    model, guide = build_pair(cfg, data.train)
     path = os.path.join(run_dir, f"{which}.pt")
     state = ckpt_io.load(path)
     ckpt_io.load_pair_state(model, guide, state["pair"], path)

@@ -246,3 +246,31 @@ def test_latent_dims_per_level_are_checked():
     assert list(guide_sites) == ["z1", "z2", "z3"]
     assert [guide_sites[n].value.shape[-1] for n in guide_sites] == [5, 4, 3]
     assert math.isfinite(ELBO()(model, guide)(torch.zeros(2, 1, 6, 6)).item())
+
+
+def test_cli_trains_and_evaluates_a_vampprior_hvae_with_warmup(tmp_path, capsys):
+    import json
+
+    from pyrovae.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--model", "hvae", "--levels", "2", "--latent-dim", "4", "3", "--prior", "vamp",
+            "--components", "8", "--prior-init", "data", "--warmup", "2", "--patience", "1", "--epochs", "3",
+            "--num-train", "256", "--val-size", "64", "--num-test", "64", "--hidden", "32", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["model"], cfg["levels"], cfg["latent_dim"], cfg["prior"], cfg["components"], cfg["warmup"]) == \
+        ("hvae", 2, [4, 3], "vamp", 8, 2)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_kl_weight"] for r in rows][:2] == [0.5, 1.0]
+    assert len(rows) >= 2  # patience 1 cannot stop a run inside its 2 warm-up epochs
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--iw-samples", "50", "--num-test", "16", "--surgery-points", "0",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["active_units"]) == {"z1", "z2"}
+    assert result["nll"] > 0 and result["nll"] <= -result["test_elbo"] + 5.0
+    assert main(["train", "--model", "stacked", "--prior", "vamp", "--out", str(tmp_path / "bad"),
+                 "--no-progress"]) == 2
+    assert "top-down" in capsys.readouterr().err
