@@ -13,7 +13,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+import torch.utils._pytree as pytree
 from torch import nn
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from pyrovae.estimate import iwae_bound, log_likelihood, naive_log_likelihood
 from pyrovae.iwae import IWAE
@@ -285,3 +288,87 @@ def test_bad_arguments():
         iwae_bound(model, guide, make_data(model, 2), 0)
     with pytest.raises(TypeError, match="data must be"):
         log_likelihood(model, guide, [1.0, 2.0])
+
+
+class _LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storages created under this mode and still alive (a CPU memory meter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.live = {ptr: (ref, n) for ptr, (ref, n) in self.live.items() if not ref.expired()}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                storage = t.untyped_storage()
+                self.live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def _peak_bytes(fn):
+    with _LiveTensorBytes() as meter:
+        fn()
+    return meter.peak
+
+
+def test_peak_memory_is_set_by_the_chunk_size_not_by_k():
+    model, guide = make_pair()
+    x = make_data(model, 8)
+    chunked = _peak_bytes(lambda: log_likelihood(model, guide, x, num_samples=5000, chunk_size=100, seed=0))
+    one_chunk = _peak_bytes(lambda: log_likelihood(model, guide, x, num_samples=100, chunk_size=100, seed=0))
+    at_once = _peak_bytes(lambda: log_likelihood(model, guide, x, num_samples=5000, chunk_size=5000, seed=0))
+    # a [chunk, B, D] float64 tensor: 100 * 8 * 4 * 8 bytes; K = 5000 in chunks of 100 needs no more than one chunk
+    assert chunked <= 1.25 * one_chunk
+    assert chunked < 64 * 100 * 8 * 4 * 8
+    assert at_once > 20 * chunked
+
+
+class _LinearVAE(nn.Module):
+    """x | z ~ N(W z + b, sigma^2 I), z ~ N(0, I_2), with W, b and sigma learned (probabilistic PCA)."""
+
+    def __init__(self, dim, latent):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.W = nn.Parameter(0.1 * torch.randn(dim, latent, generator=g, dtype=DT))
+        self.b = nn.Parameter(torch.zeros(dim, dtype=DT))
+        self.log_noise = nn.Parameter(torch.zeros((), dtype=DT))
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(self.W.shape[1], dtype=DT), 1.0).to_event(1))
+            return pyro.sample("x", dist.Normal(z @ self.W.T + self.b, self.log_noise.exp()).to_event(1), obs=x)
+
+
+def _principal_angles(a, b):
+    qa, qb = torch.linalg.qr(a)[0], torch.linalg.qr(b)[0]
+    return torch.arccos(torch.linalg.svdvals(qa.T @ qb).clamp(max=1.0))
+
+
+def test_linear_vae_recovers_the_pca_subspace():
+    # seed 001: a linear autoencoder finds the subspace of the top eigenvectors of the empirical covariance;
+    # the linear VAE's decoder is the probabilistic PCA maximum-likelihood W (Tipping & Bishop 1999)
+    dim, latent, n = 6, 2, 500
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(dim, latent, generator=g, dtype=DT))[0]
+    x = (torch.randn(n, latent, generator=g, dtype=DT) * torch.tensor([3.0, 2.0], dtype=DT)) @ basis.T
+    x = x + 0.5 * torch.randn(n, dim, generator=g, dtype=DT) + 1.0
+    model = _LinearVAE(dim, latent)
+    guide = LinearGuide(0.1 * torch.randn(latent, dim, generator=g, dtype=DT), torch.zeros(latent, dtype=DT),
+                        torch.zeros(latent, dtype=DT))
+    start = _principal_angles(model.W.detach(), basis)
+    torch.manual_seed(0)
+    loss_fn = ELBO()(model, guide)
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=0.05)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss_fn(x).backward()
+        optimizer.step()
+    centred = x - x.mean(0)
+    pca = torch.linalg.eigh(centred.T @ centred / n)[1][:, -latent:]
+    learned = model.W.detach()
+    assert start.max() > 0.3  # it did not start there
+    assert _principal_angles(learned, pca).max() < 0.05
+    assert _principal_angles(learned, basis).max() < 0.1
