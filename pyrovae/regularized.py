@@ -20,7 +20,7 @@ import math
 import torch
 from torch.distributions import Independent, kl_divergence
 
-from .objectives import ELBO
+from .objectives import ELBO, closed_form_kl_sites
 from .pair import max_plate_nesting, observed_sites, run_pair
 
 __all__ = ["BetaVAE", "ControlledCapacity", "FreeBits", "objective_from_config", "site_kl_per_dimension"]
@@ -124,8 +124,10 @@ class FreeBits(ELBO):
     groups consecutive blocks of ``g`` dimensions of each latent site (``g`` must
     divide each site's size). Per-dimension KLs come from
     :func:`site_kl_per_dimension`: analytic where torch knows the KL of the sites'
-    element-wise distributions, Monte Carlo otherwise (or always, with
-    ``analytic_kl=False``). ``stats["elbo"]`` is the true bound.
+    element-wise distributions and the site's place in the guide keeps it
+    unbiased (:func:`pyrovae.objectives.closed_form_kl_sites`), Monte Carlo
+    otherwise (or always, with ``analytic_kl=False``). ``stats["elbo"]`` is the
+    true bound.
     """
 
     def __init__(self, lambda_, groups=None, analytic_kl=True, num_particles=1):
@@ -147,8 +149,9 @@ class FreeBits(ELBO):
     def group_kl(self, guide_sites, model_sites, batch_size):
         """The batch-averaged KL of each group: a 1-d tensor over all latent sites' groups."""
         out = []
+        closed_form = closed_form_kl_sites(guide_sites, model_sites) if self.analytic_kl else set()
         for name, q in guide_sites.items():
-            per_dim = site_kl_per_dimension(q, model_sites[name], analytic=self.analytic_kl)
+            per_dim = site_kl_per_dimension(q, model_sites[name], analytic=name in closed_form)
             per_dim = per_dim.reshape(-1, per_dim.shape[-1]).sum(0) / (batch_size * self.num_particles)
             size = self.groups or 1
             if per_dim.shape[-1] % size:
