@@ -18,9 +18,11 @@ averaged over S draws of its parents. The IWAE table reports a 2-layer model as
 
 **KL per dimension**: (1/N) sum_n KL(q(z_d | x_n) || p(z_d)) for every dim d of
 every latent site, on the sites' base (one-dimensional) distributions,
-averaged over S draws: in closed form where torch knows it and the site's
-prior depends on no other latent, else log q(z_d | ...) - log p(z_d | ...) at
-the draw (unbiased for the site's term of the ELBO in either case).
+averaged over S draws: in closed form where torch knows it and the guide
+draws everything the site's prior depends on before the site, else
+log q(z_d | ...) - log p(z_d | ...) at the draw (unbiased for the site's term of
+the ELBO in either case; a closed form given a parent drawn *after* the site,
+as p(z1 | z2) under the guide q(z1|x) q(z2|z1), would not be).
 
 **ELBO surgery** (Hoffman & Johnson 2016, "ELBO surgery: yet another way to
 carve up the variational evidence lower bound", NIPS workshop on approximate
@@ -50,6 +52,7 @@ from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDi
 from torch.distributions import Independent, kl_divergence
 
 from .data.splits import ImageSplit
+from .objectives import closed_form_kl_sites
 from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
 from .sampling import seeded
 
@@ -210,25 +213,12 @@ def _pair_runs(model, guide, x_all, num_samples, batch_size, device):
         yield guide_sites, model_sites, particle_dim
 
 
-def _prior_is_fixed(q, p, particle_dim):
-    """Whether the model's distribution at a site is the same for every draw, i.e. depends on no latent.
-
-    The model's log-density at the first draw's value, repeated over all draws,
-    is compared across the draws (S >= 2).
-    """
-    _, pd, _ = _batch_dims(q, particle_dim)
-    value = q.value.narrow(pd, 0, 1).expand_as(q.value)
-    lp = _per_datum(p.fn.log_prob(value), q, particle_dim, per_draw=True)
-    return torch.allclose(lp, lp[:1].expand_as(lp), rtol=1e-6, atol=1e-6)
-
-
-def _site_kl(q, p, particle_dim, per_dim):
+def _site_kl(q, p, particle_dim, per_dim, closed_form):
     """KL(q || p) of one latent site at the draws: ``[S, B, D]`` per dim, or ``[S, B, 1]`` for the site.
 
-    Closed form where torch knows it and the model's distribution at the site
-    is fixed; otherwise log q(z) - log p(z) at the draw. (A closed form given a
-    drawn parent of p would be biased when the guide draws that parent after
-    this site, as q(z1|x) q(z2|z1) against p(z2) p(z1|z2); the draw is not.)
+    In closed form where torch knows it and ``closed_form`` (the site's place in
+    the guide keeps that unbiased, :func:`pyrovae.objectives.closed_form_kl_sites`);
+    otherwise log q(z | ...) - log p(z | ...) at the draw.
     """
     q_fn, p_fn = (_base(q.fn), _base(p.fn)) if per_dim else (q.fn, p.fn)
     if per_dim:
@@ -237,7 +227,7 @@ def _site_kl(q, p, particle_dim, per_dim):
                 raise ValueError(f"latent site {q.name!r}: the {who}'s {type(fn).__name__} does not factorize "
                                  "over dimensions, so the site has no KL per dimension")
     kl = None
-    if _prior_is_fixed(q, p, particle_dim):
+    if closed_form:
         try:
             kl = kl_divergence(q_fn, p_fn)
         except NotImplementedError:
@@ -247,33 +237,34 @@ def _site_kl(q, p, particle_dim, per_dim):
     return _per_datum(kl, q, particle_dim, per_draw=not per_dim)
 
 
-def _check_kl_sizes(num_samples, batch_size):
-    _positive_int("batch_size", batch_size)
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
-        raise ValueError(f"num_samples must be an integer >= 2 (draws are compared to find priors that depend "
-                         f"on other latents), got {num_samples!r}")
+def _site_kls(guide_sites, model_sites, particle_dim, per_dim):
+    """``{site: KL at the draws}`` for every latent site (see :func:`_site_kl`)."""
+    closed = closed_form_kl_sites(guide_sites, model_sites)
+    return {name: _site_kl(q, model_sites[name], particle_dim, per_dim, name in closed)
+            for name, q in guide_sites.items()}
 
 
 def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=None, seed=0):
     """(1/N) sum_n KL(q(z_d | x_n) || p(z_d)) per dimension d of every latent site, in nats.
 
     Computed on the sites' base (factorized) distributions, averaged over
-    ``num_samples`` (>= 2) draws per datapoint: in closed form where torch
-    knows it and the site's prior depends on no other latent, else
-    log q(z_d|x) - log p(z_d | parents) at the draw. Returns ``{site: tensor [D]}``
+    ``num_samples`` draws per datapoint: in closed form where torch knows it and
+    the guide draws everything the site's prior depends on before the site
+    (:func:`pyrovae.objectives.closed_form_kl_sites`), else
+    log q(z_d | ...) - log p(z_d | ...) at the draw. Returns ``{site: tensor [D]}``
     in the guide's site order; the total over d and sites is the KL term of the
     ELBO (Kingma & Welling 2014, arXiv 1312.6114). A site whose distributions do
     not factorize over dims (e.g. a mixture prior) is a ValueError.
     """
-    _check_kl_sizes(num_samples, batch_size)
+    _positive_int("num_samples", num_samples)
+    _positive_int("batch_size", batch_size)
     x_all = _data_tensor(data, seed)
     sums = {}
     with seeded(seed, device), torch.no_grad(), poutine.block():
         for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size,
                                                                  device):
-            for name, q in guide_sites.items():
-                kl = _site_kl(q, model_sites[name], particle_dim, per_dim=True).double().mean(0).sum(0)
-                sums[name] = sums.get(name, 0) + kl.cpu()
+            for name, kl in _site_kls(guide_sites, model_sites, particle_dim, per_dim=True).items():
+                sums[name] = sums.get(name, 0) + kl.double().mean(0).sum(0).cpu()
     return {name: (s / x_all.shape[0]).float() for name, s in sums.items()}
 
 
@@ -285,8 +276,7 @@ def _average_kl(model, guide, x_all, num_samples, batch_size, device):
     """
     total, var = 0.0, 0.0
     for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size, device):
-        kl = sum(_site_kl(q, model_sites[name], particle_dim, per_dim=False)[..., 0]
-                 for name, q in guide_sites.items()).double()
+        kl = sum(_site_kls(guide_sites, model_sites, particle_dim, per_dim=False).values())[..., 0].double()
         total += float(kl.mean(0).sum())
         var += float((kl.var(0) / num_samples).sum())
     n = x_all.shape[0]
@@ -389,8 +379,8 @@ def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size
     ``[N, *event]`` or an ImageSplit (dynamic binarization drawn once from
     ``seed``). Returns :class:`ELBOSurgery`.
     """
-    _check_kl_sizes(num_samples, batch_size)
-    for name, value in (("num_points", num_points), ("point_block", point_block), ("data_block", data_block)):
+    for name, value in (("num_points", num_points), ("num_samples", num_samples), ("batch_size", batch_size),
+                        ("point_block", point_block), ("data_block", data_block)):
         _positive_int(name, value)
     x_all = _data_tensor(data, seed)
     n = x_all.shape[0]

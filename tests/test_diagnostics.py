@@ -95,7 +95,7 @@ def test_format_and_bad_arguments():
     with pytest.raises(ValueError, match="at least 2 datapoints"):
         active_units(model, guide, x[:1])
     with pytest.raises(ValueError, match="num_samples"):
-        kl_per_dimension(model, guide, x, num_samples=1)
+        kl_per_dimension(model, guide, x, num_samples=0)
     with pytest.raises(ValueError, match="num_points"):
         elbo_surgery(model, guide, x, num_points=0)
     with pytest.raises(TypeError, match="data must be"):
