@@ -28,7 +28,6 @@ For a quick check of the script: ``--epochs 1 --num-train 2000 --num-test 20 --i
 
 import argparse
 import json
-import math
 import os
 import platform
 import time
