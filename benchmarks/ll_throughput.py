@@ -22,11 +22,9 @@ depend on the data); with it, the first MNIST test images, binarized once.
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 
-import pyro
 import torch
 import torch.nn.functional as F
 
@@ -37,6 +35,8 @@ from pyrovae.models import VAE
 from pyrovae.nets import MLPDecoder, MLPEncoder
 from pyrovae.priors import StandardNormal
 from pyrovae.sampling import chunk_sizes
+
+from common import environment
 
 SHAPE = (1, 28, 28)
 LATENT, HIDDEN = 50, (200, 200)
@@ -144,10 +144,7 @@ def main():
         "ratio_per_repeat": [a / b for a, b in zip(times["pyrovae"], times["handwritten"])],
         "ratio_pyrovae_to_handwritten_distributions": median["pyrovae"] / median["handwritten_distributions"],
         "nll": {"pyrovae": ours.nll, "handwritten": float(-ref_log_px.mean()), "difference_in_se": gap / gap_se},
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
+        **environment(),
     }
     print(json.dumps(result, indent=2))
 

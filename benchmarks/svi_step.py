@@ -12,9 +12,7 @@ eager step and the hand-written loop, and the ratios to the hand-written loop.
 
 import argparse
 import json
-import platform
 import statistics
-import time
 
 import pyro
 import torch
@@ -27,6 +25,8 @@ from pyrovae.nets import MLPDecoder, MLPEncoder
 from pyrovae.objectives import ELBO
 from pyrovae.priors import StandardNormal
 from pyrovae.step import StepFunction
+
+from common import environment, time_block
 
 SHAPE = (1, 28, 28)
 
@@ -49,13 +49,6 @@ def handwritten_step(encoder, decoder, optimizer, x):
     loss.backward()
     optimizer.step()
     return loss
-
-
-def time_block(step, batches):
-    start = time.perf_counter()
-    for x in batches:
-        step(x)
-    return (time.perf_counter() - start) / len(batches)
 
 
 def main():
@@ -104,10 +97,7 @@ def main():
         "ratio_default_graph": median["graph"] / median["handwritten"],
         "ratio_eager": median["eager"] / median["handwritten"],
         "ratio_graph_per_block": [a / b for a, b in zip(times["graph"], times["handwritten"])],
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
+        **environment(),
     }
     print(json.dumps(result, indent=2))
 

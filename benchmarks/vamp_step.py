@@ -12,9 +12,7 @@ timed in alternating blocks. Both use pyrovae's default (captured graph) step.
 
 import argparse
 import json
-import platform
 import statistics
-import time
 
 import pyro
 import torch
@@ -23,6 +21,8 @@ from pyrovae.build import build_pair
 from pyrovae.objectives import ELBO
 from pyrovae.runs import make_config
 from pyrovae.step import StepFunction
+
+from common import environment, time_block
 
 
 def make_step(prior, components):
@@ -41,13 +41,6 @@ def make_step(prior, components):
         opt.step()
 
     return step, sum(p.numel() for p in params)
-
-
-def time_block(step, batches):
-    start = time.perf_counter()
-    for x in batches:
-        step(x)
-    return (time.perf_counter() - start) / len(batches)
 
 
 def main():
@@ -75,7 +68,7 @@ def main():
         "ratio_vamp_to_standard": median["vamp"] / median["standard"],
         "ratio_mog_to_standard": median["mog"] / median["standard"],
         "parameters": {k: n for k, (_, n) in steps.items()},
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        **environment(),
     }, indent=2))
 
 

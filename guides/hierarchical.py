@@ -21,14 +21,18 @@ def _sample(name, params):
     return pyro.sample(name, dist.Normal(loc, log_scale.exp()).to_event(1))
 
 
-class BottomUpGuide(nn.Module):
-    """``guide(x)``: z1 ~ q(z1 | x) = N(encoder(x)), then z_l ~ q(z_l | z_{l-1}) = N(conditionals[l-2](z_{l-1}))."""
+class _LevelGuide(nn.Module):
+    """An L-level guide: ``encoder`` for the level read from x alone, ``conditionals`` for the other L - 1."""
 
     def __init__(self, encoder, conditionals):
         super().__init__()
         self.encoder = encoder
         self.conditionals = nn.ModuleList(conditionals)
         self.levels = len(conditionals) + 1
+
+
+class BottomUpGuide(_LevelGuide):
+    """``guide(x)``: z1 ~ q(z1 | x) = N(encoder(x)), then z_l ~ q(z_l | z_{l-1}) = N(conditionals[l-2](z_{l-1}))."""
 
     def forward(self, x, batch_size=None):
         with pyro.plate("data", x.shape[0]):
@@ -37,14 +41,8 @@ class BottomUpGuide(nn.Module):
                 z = _sample(f"z{level}", self.conditionals[level - 2](z))
 
 
-class TopDownGuide(nn.Module):
+class TopDownGuide(_LevelGuide):
     """``guide(x)``: zL ~ q(zL | x) = N(encoder(x)), then z_l ~ q(z_l | x, z_{l+1}) = N(conditionals[l-1](x, z_{l+1}))."""
-
-    def __init__(self, encoder, conditionals):
-        super().__init__()
-        self.encoder = encoder
-        self.conditionals = nn.ModuleList(conditionals)
-        self.levels = len(conditionals) + 1
 
     def forward(self, x, batch_size=None):
         with pyro.plate("data", x.shape[0]):
