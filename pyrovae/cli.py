@@ -194,6 +194,11 @@ def cmd_metrics(args):
     n = args.num_points
     scores = compute_all(rep, truth, np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
                          num_variance_estimate=n, n_estimators=args.trees)
+    settings = {"dataset": name, "num_points": n, "trees": args.trees, "seed": args.seed}
+    tmp = os.path.join(args.run, ".disentanglement.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump({**scores, "settings": settings}, f, indent=2)
+    os.replace(tmp, os.path.join(args.run, "disentanglement.json"))  # read by pyrovae report
     if args.json:
         print(json.dumps(scores))
         return

@@ -12,7 +12,7 @@ objectives.
 - :class:`ControlledCapacity`: reconstruction - gamma * |KL - C|, with C raised
   linearly during training (Burgess et al. 2018, arXiv 1804.03599).
 - :class:`FreeBits`: reconstruction - sum_j max(lambda, KL_j) over groups j of
-  latent dimensions (Kingma et al. 2016, arXiv 1606.04934, appendix C.8).
+  latent dimensions (Kingma et al. 2016, arXiv 1606.04934, appendix, "free bits").
 """
 
 import math
@@ -106,7 +106,7 @@ class ControlledCapacity(ELBO):
 
 class FreeBits(ELBO):
     r"""The free-bits objective (Kingma et al. 2016, "Improved variational inference
-    with inverse autoregressive flow", arXiv 1606.04934, appendix C.8).
+    with inverse autoregressive flow", arXiv 1606.04934, appendix, "free bits").
 
     The latent dimensions are divided into groups j; with the KL of each group
     averaged over the batch (and the particles),
