@@ -20,6 +20,15 @@ from pyrovae.regularized import BetaVAE, ControlledCapacity, FreeBits, objective
 from pyrovae.runs import make_config, make_objective
 
 
+@pytest.fixture
+def one_thread():
+    """Train on one thread: on a shared 2-core machine two OpenMP threads per process can be 30x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _loss_and_grads(objective, model, guide, x, seed=0):
     params = list(guide.parameters()) + list(model.parameters())
     torch.manual_seed(seed)
@@ -74,7 +83,7 @@ def test_capacity_schedule_is_linear_then_flat():
     assert seen == pytest.approx([0.0, 2.5, 12.5, 25.0, 25.0])
 
 
-def test_graph_steps_follow_the_capacity_schedule(shapes_small):
+def test_graph_steps_follow_the_capacity_schedule(shapes_small, one_thread):
     """The captured step takes C as an input: it must match eager steps while C moves, and log each step's C."""
     results = {}
     for mode in ("graph", "eager"):
@@ -93,7 +102,7 @@ def test_graph_steps_follow_the_capacity_schedule(shapes_small):
         assert torch.allclose(g, e, atol=1e-4), "graph and eager steps diverged: the graph froze C"
 
 
-def test_trained_kl_tracks_the_capacity(shapes_small):
+def test_trained_kl_tracks_the_capacity(shapes_small, one_thread):
     """With gamma = 1000 the |KL - C| term pins each batch's KL to C while C rises 0 -> 10 nats.
 
     What is left is sampling error: a batch's mean KL differs from the training
@@ -273,7 +282,7 @@ SMALL = ["--num-train", "128", "--val-size", "32", "--num-test", "32", "--epochs
     (["--capacity", "25", "--capacity-steps", "100000", "--gamma", "1000"], "capacity", 25.0, "train_capacity"),
     (["--free-bits", "0.5"], "free_bits", 0.5, "train_kl"),
 ])
-def test_cli_flags_round_trip(tmp_path, capsys, flags, key, value, stat):
+def test_cli_flags_round_trip(tmp_path, capsys, one_thread, flags, key, value, stat):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *flags, *SMALL]) == 0
     cfg = json.loads((out / "config.json").read_text())
