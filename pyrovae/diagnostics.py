@@ -48,10 +48,9 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from torch.distributions import Independent, kl_divergence
 
 from .data.splits import ImageSplit
+from .distributions import base_distribution, distribution_mean, kl_or_log_ratio
 from .objectives import closed_form_kl_sites
 from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
 from .sampling import seeded
@@ -69,7 +68,7 @@ def _positive_int(name, value):
 def _data_tensor(data, seed):
     """``data`` as one tensor ``[N, *event]`` (an ImageSplit's dynamic binarization drawn once from ``seed``)."""
     if isinstance(data, ImageSplit):
-        return data.fixed(seed).images
+        return data.fixed(0 if seed is None else seed).images
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
     if data.dim() < 1 or data.shape[0] == 0:
@@ -107,24 +106,6 @@ def _per_datum(t, site, particle_dim, per_draw=False):
         shape = shape[:n_batch]
     t = t.expand(shape)
     return t.movedim((p, d), (0, 1)).reshape(shape[p], shape[d], -1)
-
-
-def _base(fn):
-    """The factorized distribution under value-preserving wrappers (Independent, masks, expansion)."""
-    while isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
-        fn = fn.base_dist
-    return fn
-
-
-def _mean(fn):
-    """The mean of ``fn``, looking through value-preserving wrappers; None when it has none."""
-    while True:
-        try:
-            return fn.mean
-        except NotImplementedError:
-            if not isinstance(fn, (Independent, MaskedDistribution, ExpandedDistribution)):
-                return None
-            fn = fn.base_dist
 
 
 def _particle_dim(model, guide, x):
@@ -192,7 +173,7 @@ def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size
             with pyro.plate(PARTICLE_PLATE, num_samples, dim=particle_dim):
                 sites = latent_sites(run_program(guide, x))
             for name, site in sites.items():
-                mean = _mean(site.fn)
+                mean = distribution_mean(site.fn)
                 mean = site.value if mean is None else mean
                 means.setdefault(name, []).append(_per_datum(mean, site, particle_dim).double().mean(0))
     variance = {name: torch.cat(m).var(0) for name, m in means.items()}
@@ -220,31 +201,25 @@ def _site_kl(q, p, particle_dim, per_dim, closed_form):
     the guide keeps that unbiased, :func:`pyrovae.objectives.closed_form_kl_sites`);
     otherwise log q(z | ...) - log p(z | ...) at the draw.
     """
-    q_fn, p_fn = (_base(q.fn), _base(p.fn)) if per_dim else (q.fn, p.fn)
+    q_fn, p_fn = (base_distribution(q.fn), base_distribution(p.fn)) if per_dim else (q.fn, p.fn)
     if per_dim:
         for fn, who in ((q_fn, "guide"), (p_fn, "model")):
             if fn.event_shape:
                 raise ValueError(f"latent site {q.name!r}: the {who}'s {type(fn).__name__} does not factorize "
                                  "over dimensions, so the site has no KL per dimension")
-    kl = None
-    if closed_form:
-        try:
-            kl = kl_divergence(q_fn, p_fn)
-        except NotImplementedError:
-            pass
-    if kl is None:
-        kl = q_fn.log_prob(q.value) - p_fn.log_prob(q.value)
+    kl = kl_or_log_ratio(q_fn, p_fn, q.value, closed_form)
     return _per_datum(kl, q, particle_dim, per_draw=not per_dim)
 
 
-def _site_kls(guide_sites, model_sites, particle_dim, per_dim):
-    """``{site: KL at the draws}`` for every latent site (see :func:`_site_kl`)."""
-    closed = closed_form_kl_sites(guide_sites, model_sites)
+def _site_kls(guide_sites, model_sites, particle_dim, per_dim, analytic=True, sites=None):
+    """``{site: KL at the draws}`` for the latent ``sites`` (default all; see :func:`_site_kl`)."""
+    closed = closed_form_kl_sites(guide_sites, model_sites) if analytic else set()
     return {name: _site_kl(q, model_sites[name], particle_dim, per_dim, name in closed)
-            for name, q in guide_sites.items()}
+            for name, q in guide_sites.items() if sites is None or name in sites}
 
 
-def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=None, seed=0):
+def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=None, seed=0, analytic=True,
+                     sites=None):
     """(1/N) sum_n KL(q(z_d | x_n) || p(z_d)) per dimension d of every latent site, in nats.
 
     Computed on the sites' base (factorized) distributions, averaged over
@@ -254,7 +229,9 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     log q(z_d | ...) - log p(z_d | ...) at the draw. Returns ``{site: tensor [D]}``
     in the guide's site order; the total over d and sites is the KL term of the
     ELBO (Kingma & Welling 2014, arXiv 1312.6114). A site whose distributions do
-    not factorize over dims (e.g. a mixture prior) is a ValueError.
+    not factorize over dims (e.g. a mixture prior) is a ValueError. ``analytic=False``
+    estimates every KL by Monte Carlo; ``sites`` limits the result to those latent
+    sites; ``seed=None`` draws from (and advances) the global random state.
     """
     _positive_int("num_samples", num_samples)
     _positive_int("batch_size", batch_size)
@@ -263,7 +240,7 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     with seeded(seed, device), torch.no_grad(), poutine.block():
         for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size,
                                                                  device):
-            for name, kl in _site_kls(guide_sites, model_sites, particle_dim, per_dim=True).items():
+            for name, kl in _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites).items():
                 sums[name] = sums.get(name, 0) + kl.double().mean(0).sum(0).cpu()
     return {name: (s / x_all.shape[0]).float() for name, s in sums.items()}
 

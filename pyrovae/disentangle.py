@@ -23,7 +23,6 @@ import math
 import time
 
 import numpy as np
-import pyro.distributions as pyro_dist
 import torch
 from pyro import poutine
 from sklearn.ensemble import GradientBoostingClassifier
@@ -32,10 +31,8 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from .distributions import site_mean
 from .pair import latent_sites, run_program
-
-_VALUE_PRESERVING_WRAPPERS = (torch.distributions.Independent, pyro_dist.MaskedDistribution,
-                              pyro_dist.ExpandedDistribution)
 
 __all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
            "compute_all", "mean_representation", "METRICS"]
@@ -506,20 +503,8 @@ def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kw
                 if site not in sites:
                     raise KeyError(f"the guide has no latent sample site {site!r}; its latent sites are "
                                    f"{sorted(sites)} (pass site=...)")
-                mean = _distribution_mean(sites[site].fn, site)
+                mean = site_mean(sites[site])
                 means.append(mean.reshape(len(batch), -1).cpu())
         return torch.cat(means).numpy()
 
     return representation_fn
-
-
-def _distribution_mean(fn, site):
-    """The mean of ``fn``, looking through wrappers that keep values unchanged (Independent, masks)."""
-    while True:
-        try:
-            return fn.mean
-        except NotImplementedError:
-            if not isinstance(fn, _VALUE_PRESERVING_WRAPPERS):
-                raise ValueError(f"site {site!r}: its distribution {type(fn).__name__} has no mean; "
-                                 "write a representation_fn for it by hand") from None
-            fn = fn.base_dist

@@ -18,8 +18,9 @@ objectives.
 import math
 
 import torch
-from torch.distributions import Independent, kl_divergence
+from torch.distributions import Independent
 
+from .distributions import kl_or_log_ratio
 from .objectives import ELBO, closed_form_kl_sites
 from .pair import max_plate_nesting, observed_sites, run_pair
 
@@ -186,14 +187,7 @@ def site_kl_per_dimension(q_site, p_site, analytic=True):
     """
     q, p = _elementwise(q_site), _elementwise(p_site)
     event_shape = q_site.fn.event_shape
-    kl = None
-    if analytic:
-        try:
-            kl = kl_divergence(q, p)
-        except NotImplementedError:
-            pass
-    if kl is None:
-        kl = q.log_prob(q_site.value) - p.log_prob(q_site.value)
+    kl = kl_or_log_ratio(q, p, q_site.value, analytic)
     batch_shape = q_site.fn.batch_shape
     kl = kl.expand(*batch_shape, *event_shape).reshape(*batch_shape, math.prod(event_shape))
     if isinstance(q_site.mask, torch.Tensor):

@@ -26,8 +26,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
-from torch.distributions import Independent, kl_divergence  # noqa: E402
+from torch.distributions import kl_divergence  # noqa: E402
 
+from . import diagnostics  # noqa: E402
+from .distributions import factorised, site_mean  # noqa: E402
+from .objectives import closed_form_kl_sites  # noqa: E402
 from .pair import latent_sites, observed_sites, run_pair, run_program  # noqa: E402
 
 
@@ -95,9 +98,6 @@ def save_reconstructions(model, guide, x, path):
 # ---------------------------------------------------------------------------
 # Reading latent sites and decoding chosen latent values
 
-_VALUE_PRESERVING = (Independent, pyro.distributions.MaskedDistribution, pyro.distributions.ExpandedDistribution)
-
-
 def _check_images(x, name="x"):
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] < 1 or x.shape[1] not in (1, 3):
         shape = f" of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else ""
@@ -115,30 +115,12 @@ def _pick_site(sites, site):
     return site
 
 
-def _mean(fn, name):
-    """The mean of ``fn``, looking through wrappers that keep values unchanged (Independent, masks, expand)."""
-    while True:
-        try:
-            return fn.mean
-        except NotImplementedError:
-            if not isinstance(fn, _VALUE_PRESERVING):
-                raise ValueError(f"latent site {name!r}: its distribution {type(fn).__name__} has no mean") from None
-            fn = fn.base_dist
-
-
-def _scalar_factors(fn):
-    """The distribution of independent scalar coordinates under ``fn``, or None if ``fn`` does not factorise."""
-    while isinstance(fn, _VALUE_PRESERVING):
-        fn = fn.base_dist
-    return fn if fn.event_shape == () else None
-
-
 @torch.no_grad()
 def guide_means(guide, x):
     """E_q[z | x] of every latent site of the guide, in the order sampled: ``{site: [N, *event]}``."""
     with poutine.block():
         sites = latent_sites(run_program(guide, x))
-    return {name: _mean(s.fn, name).expand_as(s.value) for name, s in sites.items()}
+    return {name: site_mean(s) for name, s in sites.items()}
 
 
 @torch.no_grad()
@@ -195,34 +177,36 @@ def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
 
     When both the guide's and the model's distribution at the site factorise into
     independent scalar coordinates (``Normal(...).to_event(1)`` and the like),
-    KL(q || p) = sum_d KL(q_d || p_d), and each term is computed in closed form
-    where torch knows it (``analytic``), else by Monte Carlo from ``num_samples``
-    draws z_d ~ q_d: mean of log q_d(z_d) - log p_d(z_d). Otherwise (a full-
-    covariance guide, a mixture or VampPrior prior) the KL does not split by
-    dimension and the variance over the batch of the guide means stands in.
-    The pair is run once (:func:`pyrovae.pair.run_pair`), so a prior that depends
-    on other latent sites is taken given their draws.
+    KL(q || p) = sum_d KL(q_d || p_d), computed by
+    :func:`pyrovae.diagnostics.kl_per_dimension`: in closed form where torch
+    knows it, ``analytic`` is set and the site's place in the guide keeps it
+    unbiased, else by Monte Carlo from ``num_samples`` draws per datum.
+    Otherwise (a full-covariance guide, a mixture or VampPrior prior) the KL does
+    not split by dimension and the variance over the batch of the guide means
+    stands in.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a batch [N, *event] with N >= 1, got {type(x).__name__}")
     with poutine.block():
         guide_sites, model_sites = run_pair(model, guide, x)
     name = _pick_site(guide_sites, site)
-    q, p, n = guide_sites[name], model_sites[name], x.shape[0]
-    q_dims, p_dims = _scalar_factors(q.fn), _scalar_factors(p.fn)
+    q, p = guide_sites[name], model_sites[name]
+    q_dims, p_dims = factorised(q.fn), factorised(p.fn)
     if q_dims is None or p_dims is None:
-        means = _mean(q.fn, name).expand_as(q.value).reshape(n, -1)
+        means = site_mean(q).reshape(x.shape[0], -1)
         return LatentKL(name, means.var(0, correction=0), "variance-of-means")
-    kl, method = None, "closed-form"
-    if analytic:
-        try:
-            kl = kl_divergence(q_dims, p_dims)
-        except NotImplementedError:
-            pass
-    if kl is None:
-        draws = q_dims.sample((num_samples,))
-        kl, method = (q_dims.log_prob(draws) - p_dims.log_prob(draws)).mean(0), "monte-carlo"
-    return LatentKL(name, kl.expand_as(q.value).reshape(n, -1).mean(0), method)
+    closed = analytic and name in closed_form_kl_sites(guide_sites, model_sites) and _has_closed_form(q_dims, p_dims)
+    kl = diagnostics.kl_per_dimension(model, guide, x, num_samples=num_samples, batch_size=x.shape[0], seed=None,
+                                      analytic=closed, sites={name})[name]
+    return LatentKL(name, kl, "closed-form" if closed else "monte-carlo")
+
+
+def _has_closed_form(q, p):
+    try:
+        kl_divergence(q, p)
+        return True
+    except NotImplementedError:
+        return False
 
 
 # ---------------------------------------------------------------------------
