@@ -7,6 +7,8 @@ renamed over the old one, so an interrupted write leaves the previous
 checkpoint intact.
 """
 
+import contextlib
+import json
 import os
 import tempfile
 
@@ -19,13 +21,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the pair."""
 
 
-def save_atomic(obj, path):
-    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """A file to write ``path`` through: a temporary file in the same folder, synced, then renamed over it.
+
+    ``path`` is always either the old or the new file, also when the writer is killed.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -33,6 +39,18 @@ def save_atomic(obj, path):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def save_atomic(obj, path):
+    """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
+    with atomic_open(path) as f:
+        torch.save(obj, f)
+
+
+def write_json(path, obj):
+    """``obj`` as indented JSON at ``path``, written atomically."""
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=2)
 
 
 def load(path):

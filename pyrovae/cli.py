@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from .checkpoint import write_json
 from .data import BINARIZE, DATASETS
 from .likelihoods import LIKELIHOODS
 from .nets import ACTIVATIONS
@@ -121,10 +122,7 @@ def cmd_evaluate(args):
         surgery = elbo_surgery(model, guide, test, num_points=args.surgery_points, device=cfg["device"],
                                seed=cfg["seed"])
         result["surgery"] = surgery.to_dict()
-    tmp = os.path.join(args.run, ".evaluation.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(tmp, os.path.join(args.run, "evaluation.json"))
+    write_json(os.path.join(args.run, "evaluation.json"), result)
     if args.json:
         print(json.dumps(result))
         return
@@ -159,9 +157,8 @@ def cmd_ppc(args):
     result = run_ppc(model, guide, x, num_samples=args.num_samples, folder=folder, obs_site=args.obs_site,
                      seed=cfg["seed"])
     summary = result["summary"]
-    with open(os.path.join(folder, "summary.json"), "w") as f:
-        json.dump({**summary, "num_data": result["num_data"], "num_samples": args.num_samples,
-                   "obs_site": args.obs_site}, f, indent=2)
+    write_json(os.path.join(folder, "summary.json"), {**summary, "num_data": result["num_data"],
+                                                      "num_samples": args.num_samples, "obs_site": args.obs_site})
     if args.json:
         print(json.dumps(summary))
         return
@@ -195,10 +192,7 @@ def cmd_metrics(args):
     scores = compute_all(rep, truth, np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
                          num_variance_estimate=n, n_estimators=args.trees)
     settings = {"dataset": name, "num_points": n, "trees": args.trees, "seed": args.seed}
-    tmp = os.path.join(args.run, ".disentanglement.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump({**scores, "settings": settings}, f, indent=2)
-    os.replace(tmp, os.path.join(args.run, "disentanglement.json"))  # read by pyrovae report
+    write_json(os.path.join(args.run, "disentanglement.json"), {**scores, "settings": settings})  # for the report
     if args.json:
         print(json.dumps(scores))
         return

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 from . import viz
+from .checkpoint import atomic_open
 from .data.shapes import FACTOR_NAMES
 from .runs import load_run, read_config, write_pictures
 
@@ -305,8 +306,6 @@ def write_report(run_dir, out=None, pictures=True, run=None):
             f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
             + "\n".join(part for part in body if part) + "\n</body></html>\n")
     out = out or os.path.join(run_dir, "report.html")
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(out, "w") as f:
         f.write(page)
-    os.replace(tmp, out)
     return out

@@ -90,7 +90,7 @@ def train(cfg, resume=False, progress=True):
     pyro.set_rng_seed(cfg["seed"])
     model, guide = build_pair(cfg, data.train)
     os.makedirs(out, exist_ok=True)
-    _write_json(os.path.join(out, "config.json"), cfg)
+    ckpt_io.write_json(os.path.join(out, "config.json"), cfg)
     run = SVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
                  batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
                  patience=cfg["patience"], ignore_before_epoch=cfg["warmup"], seed=cfg["seed"],
@@ -106,7 +106,7 @@ def train(cfg, resume=False, progress=True):
                "epochs_run": run.epoch, "train_seconds": wall, "num_test": len(data.test),
                "best_val_elbo": run.best_val}
     write_pictures(model, guide, data.test, out, cfg["device"])
-    _write_json(os.path.join(out, "summary.json"), summary)
+    ckpt_io.write_json(os.path.join(out, "summary.json"), summary)
     from .report import write_report  # report imports this module
 
     write_report(out, run=(cfg, model, guide, data))
@@ -144,10 +144,3 @@ def load_run(run_dir, which="best"):
         if isinstance(m, torch.nn.Module):
             m.to(cfg["device"]).eval()
     return cfg, model, guide, data
-
-
-def _write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)

@@ -153,11 +153,9 @@ class SVIRun:
         return os.path.join(self.run_dir, name)
 
     def _write_metrics(self):
-        tmp = self._path(".metrics.jsonl.tmp")
-        with open(tmp, "w") as f:
+        with ckpt_io.atomic_open(self._path("metrics.jsonl"), "w") as f:
             for row in self.history:
                 f.write(json.dumps(row) + "\n")
-        os.replace(tmp, self._path("metrics.jsonl"))
 
     # -- training ----------------------------------------------------------
     def fit(self, resume=False):
