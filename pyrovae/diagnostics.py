@@ -49,37 +49,14 @@ import pyro
 import torch
 from pyro import poutine
 
-from .data.splits import ImageSplit
+from .data.splits import batches_of, data_tensor
 from .distributions import base_distribution, distribution_mean, kl_or_log_ratio
 from .objectives import closed_form_kl_sites
 from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
-from .sampling import seeded
+from .sampling import positive_int, seeded
 
 __all__ = ["ActiveUnits", "ELBOSurgery", "active_units", "elbo_surgery", "format_active_units",
            "kl_per_dimension"]
-
-
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _data_tensor(data, seed):
-    """``data`` as one tensor ``[N, *event]`` (an ImageSplit's dynamic binarization drawn once from ``seed``)."""
-    if isinstance(data, ImageSplit):
-        return data.fixed(0 if seed is None else seed).images
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
-    if data.dim() < 1 or data.shape[0] == 0:
-        raise ValueError(f"data must hold at least one datapoint along dim 0, got shape {list(data.shape)}")
-    return data
-
-
-def _batches(x, batch_size, device):
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start:start + batch_size]
-        yield batch if device is None else batch.to(device)
 
 
 def _batch_dims(site, particle_dim):
@@ -159,15 +136,15 @@ def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size
     """
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold >= 0:
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
-    _positive_int("num_samples", num_samples)
-    _positive_int("batch_size", batch_size)
-    x_all = _data_tensor(data, seed)
+    positive_int("num_samples", num_samples)
+    positive_int("batch_size", batch_size)
+    x_all = data_tensor(data, seed)
     if x_all.shape[0] < 2:
         raise ValueError(f"active units need at least 2 datapoints (a variance over x), got {x_all.shape[0]}")
     means = {}
     with seeded(seed, device), torch.no_grad(), poutine.block():
         particle_dim = None
-        for x in _batches(x_all, batch_size, device):
+        for x in batches_of(x_all, batch_size, device):
             if particle_dim is None:
                 particle_dim = _particle_dim(model, guide, x)
             with pyro.plate(PARTICLE_PLATE, num_samples, dim=particle_dim):
@@ -187,7 +164,7 @@ def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size
 def _pair_runs(model, guide, x_all, num_samples, batch_size, device):
     """Yield ``(guide_sites, model_sites, particle_dim)`` for each batch, S draws per datapoint."""
     particle_dim = None
-    for x in _batches(x_all, batch_size, device):
+    for x in batches_of(x_all, batch_size, device):
         if particle_dim is None:
             particle_dim = _particle_dim(model, guide, x)
         guide_sites, model_sites = run_pair(model, guide, x, num_particles=num_samples, particle_dim=particle_dim)
@@ -233,9 +210,9 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     estimates every KL by Monte Carlo; ``sites`` limits the result to those latent
     sites; ``seed=None`` draws from (and advances) the global random state.
     """
-    _positive_int("num_samples", num_samples)
-    _positive_int("batch_size", batch_size)
-    x_all = _data_tensor(data, seed)
+    positive_int("num_samples", num_samples)
+    positive_int("batch_size", batch_size)
+    x_all = data_tensor(data, seed)
     sums = {}
     with seeded(seed, device), torch.no_grad(), poutine.block():
         for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size,
@@ -358,8 +335,8 @@ def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size
     """
     for name, value in (("num_points", num_points), ("num_samples", num_samples), ("batch_size", batch_size),
                         ("point_block", point_block), ("data_block", data_block)):
-        _positive_int(name, value)
-    x_all = _data_tensor(data, seed)
+        positive_int(name, value)
+    x_all = data_tensor(data, seed)
     n = x_all.shape[0]
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(n, generator=g)[:num_points] if num_points <= n else torch.randint(n, (num_points,),

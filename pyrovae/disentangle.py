@@ -33,6 +33,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 from .distributions import site_mean
 from .pair import latent_sites, run_program
+from .sampling import positive_int
 
 __all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
            "compute_all", "mean_representation", "METRICS"]
@@ -50,12 +51,6 @@ def _as_rng(rng):
     if rng is None or isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be a numpy.random.Generator or an int seed, got {type(rng).__name__}")
-
-
-def _positive_int(name, value):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _seed(rng):
@@ -120,9 +115,9 @@ def beta_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_ev
     Returns ``{"train_accuracy", "eval_accuracy"}``.
     """
     rng = _as_rng(rng)
-    num_train = _positive_int("num_train", num_train)
-    num_eval = _positive_int("num_eval", num_eval)
-    batch_size = _positive_int("batch_size", batch_size)
+    num_train = positive_int("num_train", num_train)
+    num_eval = positive_int("num_eval", num_eval)
+    batch_size = positive_int("batch_size", batch_size)
     x_train, y_train = _beta_vae_points(representation_fn, ground_truth, rng, num_train, batch_size, chunk_size)
     x_eval, y_eval = _beta_vae_points(representation_fn, ground_truth, rng, num_eval, batch_size, chunk_size)
     if len(np.unique(y_train)) < 2:
@@ -181,10 +176,10 @@ def factor_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_
     Returns ``{"train_accuracy", "eval_accuracy", "num_active_dims"}``.
     """
     rng = _as_rng(rng)
-    num_train = _positive_int("num_train", num_train)
-    num_eval = _positive_int("num_eval", num_eval)
-    num_variance_estimate = _positive_int("num_variance_estimate", num_variance_estimate)
-    batch_size = _positive_int("batch_size", batch_size)
+    num_train = positive_int("num_train", num_train)
+    num_eval = positive_int("num_eval", num_eval)
+    num_variance_estimate = positive_int("num_variance_estimate", num_variance_estimate)
+    batch_size = positive_int("batch_size", batch_size)
     if batch_size < 2 or num_variance_estimate < 2:
         raise ValueError("factor_vae_score needs batch_size >= 2 and num_variance_estimate >= 2 "
                          "to estimate variances")
@@ -252,8 +247,8 @@ def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000
     Returns ``{"mig", "mig_per_factor"}``.
     """
     rng = _as_rng(rng)
-    num_train = _positive_int("num_train", num_train)
-    num_bins = _positive_int("num_bins", num_bins)
+    num_train = positive_int("num_train", num_train)
+    num_bins = positive_int("num_bins", num_bins)
     factors, codes = _sample_codes(representation_fn, ground_truth, num_train, rng, max(batch_size, _CHUNK))
     discrete = _discretize(codes, num_bins)
     mi = _mutual_information(discrete, factors)
@@ -312,9 +307,9 @@ def dci(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, ba
     "informativeness_test"}``.
     """
     rng = _as_rng(rng)
-    num_train = _positive_int("num_train", num_train)
-    num_test = _positive_int("num_test", num_test)
-    n_estimators = _positive_int("n_estimators", n_estimators)
+    num_train = positive_int("num_train", num_train)
+    num_test = positive_int("num_test", num_test)
+    n_estimators = positive_int("n_estimators", n_estimators)
     chunk = max(batch_size, _CHUNK)
     f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk)
     f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk)
@@ -386,8 +381,8 @@ def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=50
     Returns ``{"sap", "sap_per_factor"}``.
     """
     rng = _as_rng(rng)
-    num_train = _positive_int("num_train", num_train)
-    num_test = _positive_int("num_test", num_test)
+    num_train = positive_int("num_train", num_train)
+    num_test = positive_int("num_test", num_test)
     if classifier not in ("threshold", "linear_svc"):
         raise ValueError(f"classifier must be 'threshold' or 'linear_svc', got {classifier!r}")
     chunk = max(batch_size, _CHUNK)
@@ -489,7 +484,7 @@ def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kw
     cast to torch's default dtype, and ``device`` moves them before the guide sees
     them; extra keyword arguments go to the guide.
     """
-    batch_size = _positive_int("batch_size", batch_size)
+    batch_size = positive_int("batch_size", batch_size)
 
     def representation_fn(observations):
         x = torch.as_tensor(observations).to(torch.get_default_dtype())

@@ -38,8 +38,9 @@ import pyro
 import torch
 from pyro import poutine
 
+from .data.splits import batches_of, data_tensor
 from .pair import DATA_PLATE, PairError, latent_sites, max_plate_nesting, observed_sites, run_pair, run_program
-from .sampling import chunk_sizes, seeded
+from .sampling import chunk_sizes, positive_int, seeded
 
 __all__ = ["LogLikelihood", "datapoint_log_prob", "iwae_bound", "log_likelihood", "log_weights",
            "naive_log_likelihood"]
@@ -178,25 +179,9 @@ class LogLikelihood:
                 "num_datapoints": int(self.log_px.numel()), "mean_ess": float(self.ess.mean())}
 
 
-def _batches(data, batch_size, device, seed):
-    from .data.splits import ImageSplit
-
-    if isinstance(data, ImageSplit):
-        yield from data.fixed(seed).batches(batch_size, device=device or "cpu")
-        return
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
-    if data.dim() < 1 or data.shape[0] == 0:
-        raise ValueError(f"data must hold at least one datapoint along dim 0, got shape {list(data.shape)}")
-    for start in range(0, data.shape[0], batch_size):
-        x = data[start:start + batch_size]
-        yield x if device is None else x.to(device)
-
-
 def _check_sizes(num_samples, chunk_size, batch_size):
     for name, value in (("num_samples", num_samples), ("chunk_size", chunk_size), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
 
 
 def _estimate(weights_fn, nesting_fn, data, num_samples, chunk_size, batch_size, device, seed):
@@ -204,7 +189,7 @@ def _estimate(weights_fn, nesting_fn, data, num_samples, chunk_size, batch_size,
     log_px, se, ess = [], [], []
     with seeded(seed, device), torch.no_grad(), poutine.block():
         particle_dim = None
-        for x in _batches(data, batch_size, device, seed if seed is not None else 0):
+        for x in batches_of(data_tensor(data, seed), batch_size, device):
             if particle_dim is None:
                 particle_dim = -nesting_fn(x) - 1
             moments = _StreamingMoments()
@@ -254,8 +239,7 @@ def iwae_bound(model, guide, x, k, chunk_size=None):
     E[L_1] is the ELBO and E[L_k] increases with k towards log p(x).
     Returns a tensor ``[B]`` (no gradient). ``chunk_size`` bounds the particles run at once.
     """
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    positive_int("k", k)
     chunk_size = k if chunk_size is None else chunk_size
     _check_sizes(k, chunk_size, 1)
     with torch.no_grad(), poutine.block():

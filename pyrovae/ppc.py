@@ -48,15 +48,10 @@ from pyro import poutine  # noqa: E402
 from pyro.infer import Predictive  # noqa: E402
 
 from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, max_plate_nesting, run_program  # noqa: E402
-from .sampling import chunk_sizes, seeded  # noqa: E402
+from .sampling import chunk_sizes, positive_int, seeded  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Drawing from the predictive distributions
-
-
-def _check_num(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 def _check_data(x):
@@ -91,7 +86,7 @@ def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", paralle
     bounds the draws per vectorized pass.
     """
     _check_data(x)
-    _check_num("num_samples", num_samples)
+    positive_int("num_samples", num_samples)
     batch_size = x.shape[0]
     parts = []
     with seeded(seed, x.device), torch.no_grad():
@@ -109,8 +104,8 @@ def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", paralle
 
 def prior_predictive(model, num_samples=100, batch_size=1, parallel=True, seed=None):
     """Draws z^s ~ p(z), x^s ~ p(x|z^s) from ``model(None, batch_size=B)``: ``{site: [S, B, ...]}``."""
-    _check_num("num_samples", num_samples)
-    _check_num("batch_size", batch_size)
+    positive_int("num_samples", num_samples)
+    positive_int("batch_size", batch_size)
     with seeded(seed), torch.no_grad():
         draws = _draw_model(model, {}, num_samples, batch_size, parallel)
     return {name: _per_draw(value, batch_size) for name, value in draws.items()}

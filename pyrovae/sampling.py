@@ -2,6 +2,7 @@
 
 import contextlib
 
+import numpy as np
 import torch
 
 
@@ -24,10 +25,15 @@ def seeded(seed, device=None):
         yield
 
 
+def positive_int(name, value):
+    """``value`` as an int, or a ValueError naming ``name`` unless it is an integer >= 1."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def chunk_sizes(total, chunk_size=None):
     """Split ``total`` draws into chunks of at most ``chunk_size`` (all at once when ``None``)."""
-    chunk_size = total if chunk_size is None else chunk_size
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = positive_int("chunk_size", total if chunk_size is None else chunk_size)
     for start in range(0, total, chunk_size):
         yield min(chunk_size, total - start)

@@ -81,3 +81,22 @@ class Dataset:
     @property
     def image_shape(self):
         return self.train.image_shape
+
+
+def data_tensor(data, seed=0):
+    """``data`` as one tensor ``[N, *event]``: a tensor as it is, an :class:`ImageSplit`'s images with any
+    dynamic binarization drawn once from ``seed`` (0 when ``None``). Estimators and diagnostics take either."""
+    if isinstance(data, ImageSplit):
+        return data.fixed(0 if seed is None else seed).images
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
+    if data.dim() < 1 or data.shape[0] == 0:
+        raise ValueError(f"data must hold at least one datapoint along dim 0, got shape {list(data.shape)}")
+    return data
+
+
+def batches_of(x, batch_size, device=None):
+    """Consecutive slices of ``x`` along dim 0, moved to ``device`` when given."""
+    for start in range(0, x.shape[0], batch_size):
+        batch = x[start:start + batch_size]
+        yield batch if device is None else batch.to(device)
