@@ -148,15 +148,19 @@ class ELBO(Objective):
                 self._closed_form[name] = False
         return (q.log_prob() - p.log_prob()).sum()
 
+    def run(self, model, guide, x):
+        """The pair's sites on ``x``, with ``num_particles`` draws vectorized in an outer plate when > 1."""
+        k = self.num_particles
+        if k == 1:
+            return run_pair(model, guide, x)
+        if self._nesting is None:
+            self._nesting = max_plate_nesting(model, guide, x)
+        return run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
+
     def terms(self, model, guide, x):
         """The batch sums of reconstruction and per-site KL, averaged over particles."""
         k = self.num_particles
-        if k == 1:
-            guide_sites, model_sites = run_pair(model, guide, x)
-        else:
-            if self._nesting is None:
-                self._nesting = max_plate_nesting(model, guide, x)
-            guide_sites, model_sites = run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
+        guide_sites, model_sites = self.run(model, guide, x)
         rec = sum(site.log_prob().sum() for site in observed_sites(model_sites).values()) / k
         allowed = closed_form_kl_sites(guide_sites, model_sites)
         kl = {name: self._site_kl(name, q, model_sites[name], allowed) / k for name, q in guide_sites.items()}

@@ -22,7 +22,8 @@ from torch.distributions import Independent
 
 from .distributions import kl_or_log_ratio
 from .objectives import ELBO, closed_form_kl_sites
-from .pair import max_plate_nesting, observed_sites, run_pair
+from .pair import observed_sites
+from .sampling import positive_int
 
 __all__ = ["BetaVAE", "ControlledCapacity", "FreeBits", "objective_from_config", "site_kl_per_dimension"]
 
@@ -51,12 +52,7 @@ class BetaVAE(ELBO):
     def __init__(self, beta=4.0, analytic_kl=True, num_particles=1):
         super().__init__(analytic_kl=analytic_kl, num_particles=num_particles)
         self.beta = _nonnegative("beta", beta)
-
-    def loss(self, model, guide, x):
-        t = self.terms(model, guide, x)
-        rec, kl = t.reconstruction / t.batch_size, t.total_kl / t.batch_size
-        return -(rec - self.beta * kl), {"elbo": (rec - kl).detach(), "reconstruction": rec.detach(),
-                                          "kl": kl.detach()}
+        self.state["kl_weight"].fill_(self.beta)  # the ELBO's KL weight, held at beta
 
 
 class ControlledCapacity(ELBO):
@@ -82,9 +78,7 @@ class ControlledCapacity(ELBO):
     def __init__(self, capacity, capacity_steps, gamma=1000.0, analytic_kl=True, num_particles=1):
         super().__init__(analytic_kl=analytic_kl, num_particles=num_particles)
         self.capacity = _nonnegative("capacity", capacity)
-        if isinstance(capacity_steps, bool) or not isinstance(capacity_steps, int) or capacity_steps < 1:
-            raise ValueError(f"capacity_steps must be a positive integer, got {capacity_steps!r}")
-        self.capacity_steps = capacity_steps
+        self.capacity_steps = positive_int("capacity_steps", capacity_steps)
         self.gamma = _nonnegative("gamma", gamma)
         if self.gamma == 0:
             raise ValueError("gamma must be > 0 (gamma = 0 drops the KL term altogether)")
@@ -139,14 +133,6 @@ class FreeBits(ELBO):
                              f"(dimensions per group), got {groups!r}")
         self.groups = groups
 
-    def _run(self, model, guide, x):
-        k = self.num_particles
-        if k == 1:
-            return run_pair(model, guide, x)
-        if self._nesting is None:
-            self._nesting = max_plate_nesting(model, guide, x)
-        return run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
-
     def group_kl(self, guide_sites, model_sites, batch_size):
         """The batch-averaged KL of each group: a 1-d tensor over all latent sites' groups."""
         out = []
@@ -162,7 +148,7 @@ class FreeBits(ELBO):
         return torch.cat(out)
 
     def loss(self, model, guide, x):
-        guide_sites, model_sites = self._run(model, guide, x)
+        guide_sites, model_sites = self.run(model, guide, x)
         b = x.shape[0]
         rec = sum(s.log_prob().sum() for s in observed_sites(model_sites).values()) / (self.num_particles * b)
         kl_j = self.group_kl(guide_sites, model_sites, b)
