@@ -13,7 +13,7 @@ shapes factor grid (dSprites' grid: 3 shapes x 6 scales x 40 orientations x 32 x
 
 For each it reports the test ELBO and KL (nats per image, 1000 test images),
 the active units A_u = Cov_x(E_q[u|x]) > 0.01 over the test images (Burda et al.
-2015), and every disentanglement score of :func:`pyrovae.disentangle.compute_all`
+2015), and every disentanglement score of :func:`pyrovae.evaluate.disentangle.compute_all`
 on the guide's mean representation, with ``--num-points`` training points per
 metric (half as many evaluation points; disentanglement_lib uses 10,000 / 5,000)
 and ``--trees`` boosting stages in DCI. Prints one JSON object per setting, then
@@ -37,13 +37,13 @@ import pyro
 import torch
 
 from common import environment
-from pyrovae.build import build_pair
+from pyrovae.app.build import build_pair
 from pyrovae.data import ShapesFactors, load_dataset
-from pyrovae.diagnostics import active_units
-from pyrovae.disentangle import compute_all, mean_representation
-from pyrovae.objectives import ELBO
-from pyrovae.runs import make_config, make_objective
-from pyrovae.train import SVIRun, evaluate_elbo
+from pyrovae.evaluate.diagnostics import active_units
+from pyrovae.evaluate.disentangle import compute_all, mean_representation
+from pyrovae.infer.elbo import ELBO
+from pyrovae.app.runs import make_config, make_objective
+from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -37,15 +37,15 @@ import torch
 
 import pyrovae
 from pyrovae.data import ImageSplit
-from pyrovae.diagnostics import active_units
-from pyrovae.estimate import log_likelihood
+from pyrovae.evaluate.diagnostics import active_units
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
-from pyrovae.iwae import IWAE
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.infer.iwae import IWAE
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.objectives import ELBO
-from pyrovae.priors import StandardNormal
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.infer.elbo import ELBO
+from pyrovae.nn.priors import StandardNormal
 
 SHAPE, HIDDEN, LATENT = (1, 28, 28), (200, 200), 50
 # (objective, k) -> the paper's (NLL, active units), MNIST, 1 stochastic layer

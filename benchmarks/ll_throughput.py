@@ -6,7 +6,7 @@ delta-method standard error, for the same networks (the IWAE paper's 1-layer
 model: 784-200-200-50 tanh encoder and decoder, Bernoulli likelihood), the same
 chunking (K particles in chunks of ``--chunk-size``, ``--batch-size`` images at a
 time) and the same streaming float64 log-sum-exp. pyrovae reads the pair through
-Pyro (:func:`pyrovae.estimate.log_likelihood`); the reference is plain tensors.
+Pyro (:func:`pyrovae.evaluate.likelihood.log_likelihood`); the reference is plain tensors.
 The methods alternate ``--repeats`` times in one process, in a rotating order;
 the figure is the ratio of medians. A second reference scores the pixels through
 ``torch.distributions.Bernoulli.log_prob`` (what Pyro's likelihood does) instead
@@ -28,13 +28,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pyrovae.estimate import log_likelihood
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.priors import StandardNormal
-from pyrovae.sampling import chunk_sizes
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.nn.priors import StandardNormal
+from pyrovae.util import chunk_sizes
 
 from common import environment
 

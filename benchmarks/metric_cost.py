@@ -26,10 +26,10 @@ import numpy as np
 import pyro
 
 from common import environment
-from pyrovae.build import build_pair
+from pyrovae.app.build import build_pair
 from pyrovae.data import ShapesFactors
-from pyrovae.disentangle import METRICS, compute_all, mean_representation
-from pyrovae.runs import make_config
+from pyrovae.evaluate.disentangle import METRICS, compute_all, mean_representation
+from pyrovae.app.runs import make_config
 
 BATCH = 64
 

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from pyrovae.models import VAE
 from pyrovae.guides import GaussianGuide
-from pyrovae.likelihoods import Bernoulli
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.objectives import ELBO
-from pyrovae.priors import StandardNormal
-from pyrovae.step import StepFunction
+from pyrovae.nn.likelihoods import Bernoulli
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.infer.elbo import ELBO
+from pyrovae.nn.priors import StandardNormal
+from pyrovae.infer.step import StepFunction
 
 from common import environment, time_block
 

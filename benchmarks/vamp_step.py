@@ -17,10 +17,10 @@ import statistics
 import pyro
 import torch
 
-from pyrovae.build import build_pair
-from pyrovae.objectives import ELBO
-from pyrovae.runs import make_config
-from pyrovae.step import StepFunction
+from pyrovae.app.build import build_pair
+from pyrovae.infer.elbo import ELBO
+from pyrovae.app.runs import make_config
+from pyrovae.infer.step import StepFunction
 
 from common import environment, time_block
 

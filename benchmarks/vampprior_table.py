@@ -5,9 +5,9 @@ binarization, test log-likelihood by importance sampling with K=5000, two 40-d
 latent levels, K=500 pseudo-inputs, batch 100, lr 5e-4, linear KL warm-up. The
 paper trains up to 2000 epochs with 100 warm-up epochs and gated (GLU) layers;
 this script trains each prior for ``--epochs`` with ``--warmup`` and plain MLPs
-(stated in the output) through ``pyrovae.runs.train``, the path ``pyrovae
+(stated in the output) through ``pyrovae.app.runs.train``, the path ``pyrovae
 train`` takes, then estimates log p(x) on ``--num-test`` test images with
-``pyrovae.estimate.log_likelihood``. Prints one JSON object and a markdown table
+``pyrovae.evaluate.likelihood.log_likelihood``. Prints one JSON object and a markdown table
 beside the paper's numbers.
 
     python benchmarks/vampprior_table.py --data-dir DIR [--epochs 20] [--warmup 5] [--num-test 1000]
@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from pyrovae.estimate import log_likelihood
-from pyrovae.runs import load_run, make_config, train
+from pyrovae.evaluate.likelihood import log_likelihood
+from pyrovae.app.runs import load_run, make_config, train
 
 PAPER = {"standard": -85.89, "mog": -85.07, "vamp": -83.19}
 NAMES = {"standard": "HVAE (L=2) + standard prior", "mog": "HVAE (L=2) + mixture of Gaussians",

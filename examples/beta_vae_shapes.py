@@ -4,9 +4,9 @@ The beta-VAE (Higgins et al. 2017) trains on E_q[log p(x|z)] - beta KL(q(z|x) ||
 beta > 1 presses the code towards the factorised prior, and on data made from
 independent factors -- here shapes' shape, scale, orientation and position --
 towards one factor per latent dimension. The script trains one run with
-``pyrovae.runs.train`` (the same code as ``pyrovae train --beta B``), scores the
+``pyrovae.app.runs.train`` (the same code as ``pyrovae train --beta B``), scores the
 guide's mean representation with all five disentanglement metrics on the full
-shapes factor grid, and saves traversal grids (``pyrovae.viz.save_traversals``)
+shapes factor grid, and saves traversal grids (``pyrovae.app.viz.save_traversals``)
 from the codes of a square, an ellipse and a heart: one row per latent
 dimension, ordered by its KL, sweeping it from -3 to +3 prior standard
 deviations with the others held at the image's code. Dimensions with KL near 0
@@ -29,11 +29,11 @@ import os
 import numpy as np
 import torch
 
-from pyrovae import viz
+from pyrovae.app import viz
 from pyrovae.data import ShapesFactors
 from pyrovae.data.shapes import SHAPE_NAMES
-from pyrovae.disentangle import compute_all, mean_representation
-from pyrovae.runs import load_run, make_config, train
+from pyrovae.evaluate.disentangle import compute_all, mean_representation
+from pyrovae.app.runs import load_run, make_config, train
 
 
 def parse_args():

@@ -6,11 +6,11 @@ dynamically binarized MNIST with the importance-weighted bound
 
     L_k(x) = E[ log (1/k) sum_i p(x, z_i) / q(z_i | x) ],  z_i ~ q(z | x),
 
-(k = 1 is the VAE). The pair is a plain pyrovae VAE; ``pyrovae.iwae.IWAE`` is the
+(k = 1 is the VAE). The pair is a plain pyrovae VAE; ``pyrovae.infer.iwae.IWAE`` is the
 objective (``--dreg``: doubly reparameterized guide gradients, Tucker et al. 2018).
 After training the script prints the test NLL estimated with 5000 importance
-samples per image (``pyrovae.estimate.log_likelihood``) with its Monte Carlo
-standard error, and the number of active units (``pyrovae.diagnostics.active_units``).
+samples per image (``pyrovae.evaluate.likelihood.log_likelihood``) with its Monte Carlo
+standard error, and the number of active units (``pyrovae.evaluate.diagnostics.active_units``).
 The paper's numbers (after 3280 epochs): 86.76 nats for k = 1, 85.54 for k = 5 and
 84.78 for k = 50; a few epochs land several nats above them.
 
@@ -28,14 +28,14 @@ import torch
 
 import pyrovae
 from pyrovae.data import ImageSplit
-from pyrovae.diagnostics import active_units
-from pyrovae.estimate import log_likelihood
+from pyrovae.evaluate.diagnostics import active_units
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
-from pyrovae.iwae import IWAE
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.infer.iwae import IWAE
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.priors import StandardNormal
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.nn.priors import StandardNormal
 
 SHAPE, HIDDEN, LATENT = (1, 28, 28), (200, 200), 50
 

@@ -27,9 +27,9 @@ import json
 import os
 import warnings
 
-from pyrovae.ppc import BUILTIN_STATISTICS, TestStatistic, run_ppc
-from pyrovae.report import write_report
-from pyrovae.runs import load_run, make_config, train
+from pyrovae.evaluate.ppc import BUILTIN_STATISTICS, TestStatistic, run_ppc
+from pyrovae.app.report import write_report
+from pyrovae.app.runs import load_run, make_config, train
 
 
 def zeros(x):

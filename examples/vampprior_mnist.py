@@ -13,12 +13,12 @@ import argparse
 
 import pyrovae
 from pyrovae.data import load_dataset
-from pyrovae.estimate import log_likelihood
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import TopDownGuide
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import HierarchicalVAE
-from pyrovae.nets import ConditionalGaussian, MLPDecoder
-from pyrovae.priors import VampPrior
+from pyrovae.nn.nets import ConditionalGaussian, MLPDecoder
+from pyrovae.nn.priors import VampPrior
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")

@@ -8,7 +8,7 @@ from torch import nn
 class GaussianGuide(nn.Module):
     """``guide(x)`` samples the latent site ``site`` (default ``"z"``) under ``pyro.plate("data", B)``.
 
-    ``encoder(x)`` returns ``(loc, log_scale)``; see :mod:`pyrovae.nets`.
+    ``encoder(x)`` returns ``(loc, log_scale)``; see :mod:`pyrovae.nn.nets`.
     """
 
     def __init__(self, encoder, site="z"):

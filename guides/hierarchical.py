@@ -8,7 +8,7 @@
   VampPrior on zL shares.
 
 Each level is a diagonal Gaussian whose (loc, log_scale) come from a network
-(:class:`pyrovae.nets.ConditionalGaussian` or any module with that signature).
+(:class:`pyrovae.nn.nets.ConditionalGaussian` or any module with that signature).
 """
 
 import pyro

@@ -1,7 +1,7 @@
 """Generative models with L >= 2 stochastic levels, z1 nearest the data and zL on top.
 
 p(x, z1..zL) = p(zL) prod_{l<L} p(z_l | z_{l+1}) p(x | ...), with p(zL) any prior of
-:mod:`pyrovae.priors` and each p(z_l | z_{l+1}) a diagonal Gaussian whose
+:mod:`pyrovae.nn.priors` and each p(z_l | z_{l+1}) a diagonal Gaussian whose
 mean and log-scale come from a network. Two decoders, after the two papers:
 
 - ``decode_from="z1"``: p(x | z1), the IWAE paper's two-stochastic-layer model

@@ -1,6 +1,6 @@
 """The one-stochastic-layer VAE generative model (Kingma & Welling 2014, arXiv 1312.6114).
 
-p(x, z) = p(z) p(x | z), with p(z) any prior from :mod:`pyrovae.priors` and
+p(x, z) = p(z) p(x | z), with p(z) any prior from :mod:`pyrovae.nn.priors` and
 p(x | z) = likelihood(decoder(z)).
 """
 

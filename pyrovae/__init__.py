@@ -5,10 +5,10 @@ Write a generative model as a Pyro ``model`` and an amortized encoder as a Pyro
 for the pair contract.
 """
 
-from .data import ImageSplit, load_dataset
-from .objectives import ELBO, Objective
-from .pair import PairError, check_pair, run_pair
-from .train import SVIRun, evaluate_elbo
+from pyrovae.data import ImageSplit, load_dataset
+from pyrovae.infer.elbo import ELBO, Objective
+from pyrovae.infer.trace import PairError, check_pair, run_pair
+from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 __version__ = "0.1.0"
 

@@ -4,10 +4,10 @@ import torch
 
 from pyrovae.data import ImageSplit, load_dataset
 from pyrovae.guides import GaussianGuide
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.priors import StandardNormal
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.nn.priors import StandardNormal
 
 
 def small_pair(image_shape=(1, 64, 64), latent_dim=4, hidden=(32,), seed=0):

@@ -5,10 +5,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae import PairError, SVIRun, checkpoint
-from pyrovae.build import build_pair
+from pyrovae import PairError, SVIRun
+from pyrovae.infer import checkpoint
+from pyrovae.app.build import build_pair
 from pyrovae.data import ImageSplit, load_dataset
-from pyrovae.runs import load_run, make_config, train
+from pyrovae.app.runs import load_run, make_config, train
 
 from conftest import small_pair
 

@@ -3,7 +3,7 @@
 import json
 import textwrap
 
-from pyrovae.cli import main
+from pyrovae.app.cli import main
 
 SMALL = ["--num-train", "256", "--val-size", "64", "--num-test", "64", "--epochs", "2", "--hidden", "32",
          "--latent-dim", "3", "--no-progress"]

@@ -17,9 +17,9 @@ import torch
 from pyro.distributions.transforms import AffineTransform
 from torch import nn
 
-from pyrovae.diagnostics import active_units, elbo_surgery, format_active_units, kl_per_dimension
-from pyrovae.objectives import ELBO
-from pyrovae.pair import run_pair
+from pyrovae.evaluate.diagnostics import active_units, elbo_surgery, format_active_units, kl_per_dimension
+from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.trace import run_pair
 
 DT = torch.float64
 D, L = 6, 4
@@ -243,7 +243,7 @@ def test_two_level_surgery_and_kl_use_the_draws_where_the_prior_depends_on_a_lat
 # -- evaluate on the command line -------------------------------------------------------------
 
 def test_evaluate_prints_and_writes_the_diagnostics(tmp_path, capsys):
-    from pyrovae.cli import main
+    from pyrovae.app.cli import main
 
     out = tmp_path / "run"
     small = ["--num-train", "64", "--val-size", "16", "--num-test", "48", "--epochs", "1", "--hidden", "16",

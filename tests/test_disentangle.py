@@ -1,4 +1,4 @@
-"""Tests for pyrovae.disentangle: the five metrics on representations whose answer is known.
+"""Tests for pyrovae.evaluate.disentangle: the five metrics on representations whose answer is known.
 
 The ground truth is the ``shapes`` factor grid (sizes 3, 6, 40, 32, 32) with its
 observations replaced by the factor indices themselves, so a representation is a
@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyrovae import disentangle as D
+from pyrovae.evaluate import disentangle as D
 from pyrovae.data.shapes import ShapesFactors
 
 SIZES = np.array(ShapesFactors.factor_sizes)

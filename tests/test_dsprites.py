@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.cli import main
+from pyrovae.app.cli import main
 from pyrovae.data import DSprites, ground_truth, load_dataset
 from pyrovae.data.dsprites import FILE_NAME
 from pyrovae.data.shapes import factor_values, render
-from pyrovae.disentangle import compute_all
+from pyrovae.evaluate.disentangle import compute_all
 
 # the sub-grid: for each shapes factor, the shapes-grid levels kept
 LEVELS = [np.array([0, 1, 2]), np.array([0, 5]), np.array([0, 20]), np.array([0, 10, 20, 31]),

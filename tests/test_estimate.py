@@ -18,9 +18,9 @@ from torch import nn
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from pyrovae.estimate import iwae_bound, log_likelihood, naive_log_likelihood
-from pyrovae.iwae import IWAE
-from pyrovae.objectives import ELBO
+from pyrovae.evaluate.likelihood import iwae_bound, log_likelihood, naive_log_likelihood
+from pyrovae.infer.iwae import IWAE
+from pyrovae.infer.elbo import ELBO
 
 D, LATENT, NOISE = 4, 2, 0.5
 DT = torch.float64
@@ -265,7 +265,7 @@ def test_dreg_guide_gradient_vanishes_at_the_exact_posterior():
 
 
 def test_dreg_survives_the_captured_svi_step():
-    from pyrovae.step import StepFunction
+    from pyrovae.infer.step import StepFunction
 
     model, guide = make_pair()
     x = make_data(model, 4)

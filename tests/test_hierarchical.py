@@ -14,15 +14,15 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.estimate import log_likelihood
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import BottomUpGuide, TopDownGuide
-from pyrovae.iwae import IWAE
-from pyrovae.likelihoods import Gaussian
+from pyrovae.infer.iwae import IWAE
+from pyrovae.nn.likelihoods import Gaussian
 from pyrovae.models import HierarchicalVAE
-from pyrovae.nets import ConditionalGaussian, MLPDecoder
-from pyrovae.objectives import ELBO, closed_form_kl_sites
-from pyrovae.pair import run_pair
-from pyrovae.priors import StandardNormal
+from pyrovae.nn.nets import ConditionalGaussian, MLPDecoder
+from pyrovae.infer.elbo import ELBO, closed_form_kl_sites
+from pyrovae.infer.trace import run_pair
+from pyrovae.nn.priors import StandardNormal
 
 DT = torch.float64
 D, NOISE = 3, 0.4
@@ -183,7 +183,7 @@ def test_sampling_from_a_hierarchical_model(top_down):
 
 
 def test_kl_warmup_weight_and_the_graph_step_follow_the_schedule():
-    from pyrovae.step import StepFunction
+    from pyrovae.infer.step import StepFunction
 
     objective = ELBO(warmup=4)
     weights = []
@@ -223,8 +223,8 @@ def _compare_steps_and_weights(objective, graph, eager, params, guide, x):
 
 
 def test_latent_dims_per_level_are_checked():
-    from pyrovae.build import build_pair
-    from pyrovae.runs import make_config
+    from pyrovae.app.build import build_pair
+    from pyrovae.app.runs import make_config
 
     cfg = make_config(model="hvae", latent_dim=[4, 3, 2], levels=2, out="unused")
     cfg["image_shape"] = [1, 6, 6]
@@ -251,7 +251,7 @@ def test_latent_dims_per_level_are_checked():
 def test_cli_trains_and_evaluates_a_vampprior_hvae_with_warmup(tmp_path, capsys):
     import json
 
-    from pyrovae.cli import main
+    from pyrovae.app.cli import main
 
     out = tmp_path / "run"
     argv = ["train", "--model", "hvae", "--levels", "2", "--latent-dim", "4", "3", "--prior", "vamp",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyrovae.nets import make_networks
+from pyrovae.nn.nets import make_networks
 
 
 @pytest.mark.parametrize("arch,size", [("mlp", 28), ("mlp", 64), ("conv", 28), ("conv", 64)])

@@ -1,4 +1,4 @@
-"""Posterior predictive checks (pyrovae.ppc) on pairs whose true model is known.
+"""Posterior predictive checks (pyrovae.evaluate.ppc) on pairs whose true model is known.
 
 Data are drawn from the model itself with fixed parameters, so the checks must
 pass on them and flag data the model cannot produce (inverted images, rescaled
@@ -15,13 +15,13 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyrovae import ppc
+from pyrovae.evaluate import ppc
 from pyrovae.guides import GaussianGuide
-from pyrovae.likelihoods import Bernoulli
+from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
-from pyrovae.nets import MLPDecoder, MLPEncoder
-from pyrovae.pair import PairError
-from pyrovae.priors import StandardNormal
+from pyrovae.nn.nets import MLPDecoder, MLPEncoder
+from pyrovae.infer.trace import PairError
+from pyrovae.nn.priors import StandardNormal
 
 SHAPE = (1, 8, 8)
 NUM_DATA = 256

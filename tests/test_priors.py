@@ -6,11 +6,11 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.build import build_pair
+from pyrovae.app.build import build_pair
 from pyrovae.data import ImageSplit
-from pyrovae.nets import MLPEncoder
-from pyrovae.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
-from pyrovae.runs import make_config
+from pyrovae.nn.nets import MLPEncoder
+from pyrovae.nn.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
+from pyrovae.app.runs import make_config
 
 DT = torch.float64
 
@@ -87,7 +87,7 @@ def test_vampprior_shares_the_guide_encoder_registered_once():
     model_names = dict(model.named_parameters())
     assert not any(name.startswith("prior.encoder") for name in model_names)  # the guide owns it
     assert "prior.pseudo_inputs_raw" in model_names
-    from pyrovae.objectives import ELBO
+    from pyrovae.infer.elbo import ELBO
 
     module = ELBO()(model, guide)
     ids = [id(p) for p in module.parameters()]

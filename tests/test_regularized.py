@@ -1,4 +1,4 @@
-"""Tests for pyrovae.regularized: beta-VAE, controlled capacity, free bits, and their flags."""
+"""Tests for pyrovae.infer.regularized: beta-VAE, controlled capacity, free bits, and their flags."""
 
 import json
 import math
@@ -13,11 +13,11 @@ from torch.distributions import kl_divergence
 
 from conftest import small_pair
 from pyrovae import SVIRun
-from pyrovae.cli import main
-from pyrovae.objectives import ELBO
-from pyrovae.pair import run_pair
-from pyrovae.regularized import BetaVAE, ControlledCapacity, FreeBits, objective_from_config, site_kl_per_dimension
-from pyrovae.runs import make_config, make_objective
+from pyrovae.app.cli import main
+from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.trace import run_pair
+from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits, objective_from_config, site_kl_per_dimension
+from pyrovae.app.runs import make_config, make_objective
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Pictures (pyrovae.viz) and the run report (pyrovae.report), down to opening it in a real browser.
+"""Pictures (pyrovae.app.viz) and the run report (pyrovae.app.report), down to opening it in a real browser.
 
 The viz functions are checked against the decoder and encoder evaluated by hand
 on a small trained pair; the report is written for a trained run folder with
@@ -26,10 +26,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyrovae import SVIRun, viz
-from pyrovae.cli import main
-from pyrovae.report import PICTURES, write_report, write_run_pictures
-from pyrovae.runs import make_config, train
+from pyrovae import SVIRun
+from pyrovae.app import viz
+from pyrovae.app.cli import main
+from pyrovae.app.report import PICTURES, write_report, write_run_pictures
+from pyrovae.app.runs import make_config, train
 
 from conftest import small_pair
 

@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from pyrovae import SVIRun, checkpoint
-from pyrovae.train import evaluate_elbo
+from pyrovae import SVIRun
+from pyrovae.infer import checkpoint
+from pyrovae.infer.svi import evaluate_elbo
 
 from conftest import small_pair
 

@@ -7,10 +7,10 @@
 import numpy as np
 import torch
 
-from .dsprites import DSprites
-from .mnist import load_idx_split
-from .shapes import ShapesFactors
-from .splits import BINARIZE, Dataset, ImageSplit, check_images
+from pyrovae.data.dsprites import DSprites
+from pyrovae.data.mnist import load_idx_split
+from pyrovae.data.shapes import ShapesFactors
+from pyrovae.data.splits import BINARIZE, Dataset, ImageSplit, check_images
 
 DATASETS = ("shapes", "dsprites", "mnist", "fashion-mnist")
 GROUND_TRUTH = ("shapes", "dsprites")

@@ -19,12 +19,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint as ckpt_io
-from .data import ImageSplit
-from .objectives import ELBO
-from .pair import PairError, check_pair
-from .sampling import seeded
-from .step import StepFunction
+from pyrovae.infer import checkpoint as ckpt_io
+from pyrovae.data import ImageSplit
+from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.trace import PairError, check_pair
+from pyrovae.util import seeded
+from pyrovae.infer.step import StepFunction
 
 
 def as_split(data):
@@ -52,7 +52,7 @@ def evaluate_elbo(model, guide, split, batch_size=500, device="cpu", seed=0):
 
 
 class SVIRun:
-    """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.objectives.ELBO`).
+    """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.infer.elbo.ELBO`).
 
     ``train`` and ``val`` are :class:`~pyrovae.data.ImageSplit` s or image
     tensors. With ``run_dir`` set, ``last.pt`` and ``best.pt`` are written there

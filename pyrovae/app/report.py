@@ -9,7 +9,7 @@ embedded as base64 ``data:`` URIs and the style sheet is inline, so the page
 makes no request of its own: it opens from disk, offline, and can be mailed as
 one file. :func:`write_run_pictures` first draws the pictures a run lacks
 (training curves, traversals, interpolations, latent scatter; see
-:mod:`pyrovae.viz`).
+:mod:`pyrovae.app.viz`).
 """
 
 import base64
@@ -20,10 +20,10 @@ import warnings
 
 import torch
 
-from . import viz
-from .checkpoint import atomic_open
-from .data.shapes import FACTOR_NAMES
-from .runs import load_run, read_config, write_pictures
+from pyrovae.app import viz
+from pyrovae.infer.checkpoint import atomic_open
+from pyrovae.data.shapes import FACTOR_NAMES
+from pyrovae.app.runs import load_run, read_config, write_pictures
 
 PICTURES = {  # file name -> caption, in the order shown
     "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
@@ -51,7 +51,7 @@ _FAILURES = (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError)
 def write_run_pictures(run_dir, run=None, overwrite=False, num_points=500, max_dims=10):
     """Draw the pictures of :data:`PICTURES` that ``run_dir`` lacks (all with ``overwrite``).
 
-    ``run`` is ``(cfg, model, guide, data)`` as :func:`pyrovae.runs.load_run`
+    ``run`` is ``(cfg, model, guide, data)`` as :func:`pyrovae.app.runs.load_run`
     returns it; the run is loaded from its ``best`` checkpoint when it is needed
     and not given. The pictures use the first ``num_points`` test images (dynamic
     binarization drawn once with the run's seed), a fixed random state, and at

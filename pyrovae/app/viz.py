@@ -28,10 +28,10 @@ import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
 from torch.distributions import kl_divergence  # noqa: E402
 
-from . import diagnostics  # noqa: E402
-from .distributions import factorised, site_mean  # noqa: E402
-from .objectives import closed_form_kl_sites  # noqa: E402
-from .pair import latent_sites, observed_sites, run_pair, run_program  # noqa: E402
+from pyrovae.evaluate import diagnostics  # noqa: E402
+from pyrovae.infer.distributions import factorised, site_mean  # noqa: E402
+from pyrovae.infer.elbo import closed_form_kl_sites  # noqa: E402
+from pyrovae.infer.trace import latent_sites, observed_sites, run_pair, run_program  # noqa: E402
 
 
 def _observed_mean(sites):
@@ -178,7 +178,7 @@ def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
     When both the guide's and the model's distribution at the site factorise into
     independent scalar coordinates (``Normal(...).to_event(1)`` and the like),
     KL(q || p) = sum_d KL(q_d || p_d), computed by
-    :func:`pyrovae.diagnostics.kl_per_dimension`: in closed form where torch
+    :func:`pyrovae.evaluate.diagnostics.kl_per_dimension`: in closed form where torch
     knows it, ``analytic`` is set and the site's place in the guide keeps it
     unbiased, else by Monte Carlo from ``num_samples`` draws per datum.
     Otherwise (a full-covariance guide, a mixture or VampPrior prior) the KL does
@@ -395,7 +395,7 @@ def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=No
 # Training curves
 
 def read_metrics(path):
-    """The rows of a run's ``metrics.jsonl`` (one dict per epoch, as :class:`~pyrovae.train.SVIRun` writes)."""
+    """The rows of a run's ``metrics.jsonl`` (one dict per epoch, as :class:`~pyrovae.infer.svi.SVIRun` writes)."""
     rows = []
     with open(path) as f:
         for number, line in enumerate(f, 1):

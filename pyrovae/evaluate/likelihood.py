@@ -15,7 +15,7 @@ w_k = p(x | z_k): log p^(x) = log (1/K) sum_k p(x | z_k). It needs no guide but
 its variance is far larger whenever the posterior is narrow relative to the
 prior.
 
-The pair is read with :func:`pyrovae.pair.run_pair`: K particles are vectorized
+The pair is read with :func:`pyrovae.infer.trace.run_pair`: K particles are vectorized
 in an outer ``pyro.plate("particles", K)`` left of the pair's own plates, and
 each site's log-density is summed over every dim except the particle dim and
 the ``"data"`` plate's dim, giving log weights of shape ``[K, B]``. Particles
@@ -38,57 +38,13 @@ import pyro
 import torch
 from pyro import poutine
 
-from .data.splits import batches_of, data_tensor
-from .pair import DATA_PLATE, PairError, latent_sites, max_plate_nesting, observed_sites, run_pair, run_program
-from .sampling import chunk_sizes, positive_int, seeded
+from pyrovae.data.splits import batches_of, data_tensor
+from pyrovae.infer.importance import datapoint_log_prob, log_weights, sum_sites
+from pyrovae.infer.trace import DATA_PLATE, PairError, latent_sites, max_plate_nesting, observed_sites, run_program
+from pyrovae.util import chunk_sizes, positive_int, seeded
 
 __all__ = ["LogLikelihood", "datapoint_log_prob", "iwae_bound", "log_likelihood", "log_weights",
            "naive_log_likelihood"]
-
-
-def datapoint_log_prob(site, particle_dim):
-    """``site``'s log-density summed over all dims but the particle and ``"data"`` dims.
-
-    Returns a tensor of shape ``[K or 1, B or 1]`` (size 1 where the site's log
-    density does not vary along that dim); ``particle_dim`` is the (negative)
-    dim of the outer particle plate.
-    """
-    data_dim = site.plate_dim(DATA_PLATE)
-    if data_dim is None:
-        raise PairError(f"site {site.name!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size): "
-                        "per-datapoint estimates need every latent and observed site to be local to the data plate")
-    lp = site.log_prob()
-    if not isinstance(lp, torch.Tensor):
-        lp = torch.as_tensor(lp)
-    n = -particle_dim
-    if lp.dim() > n:
-        raise PairError(f"site {site.name!r} has log-density batch shape {list(lp.shape)} with more dims than "
-                        f"its plates allow ({n - 1} plus the particle dim): declare the datum's dims as event "
-                        "dims with .to_event(...)")
-    lp = lp.reshape((1,) * (n - lp.dim()) + tuple(lp.shape))
-    keep = (0, n + data_dim)
-    other = [d for d in range(n) if d not in keep]
-    if other:
-        lp = lp.sum(other)
-    return lp
-
-
-def _sum_sites(sites, particle_dim, shape):
-    total = torch.zeros(())
-    for site in sites:
-        total = total + datapoint_log_prob(site, particle_dim)
-    return total.expand(shape) if total.dim() == 2 else total.reshape(1, 1).expand(shape)
-
-
-def log_weights(model, guide, x, num_particles, particle_dim):
-    """log w_k = log p(x, z_k) - log q(z_k | x), z_k ~ q(z|x), as a ``[K, B]`` tensor.
-
-    Differentiable (no ``no_grad`` here); :class:`pyrovae.iwae.IWAE` trains with it.
-    """
-    guide_sites, model_sites = run_pair(model, guide, x, num_particles=num_particles, particle_dim=particle_dim)
-    shape = (num_particles, x.shape[0])
-    return _sum_sites(model_sites.values(), particle_dim, shape) - _sum_sites(guide_sites.values(), particle_dim,
-                                                                              shape)
 
 
 def _prior_log_weights(model, x, num_particles, particle_dim):
@@ -102,7 +58,7 @@ def _prior_log_weights(model, x, num_particles, particle_dim):
     for site in latent_sites(sites).values():
         if site.plate_dim(DATA_PLATE) is None:
             raise PairError(f"latent site {site.name!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size)")
-    return _sum_sites(obs.values(), particle_dim, (num_particles, x.shape[0]))
+    return sum_sites(obs.values(), particle_dim, (num_particles, x.shape[0]))
 
 
 class _StreamingMoments:

@@ -1,6 +1,6 @@
 """What a trained pair's latent code carries: active units, KL per dimension, ELBO surgery.
 
-All three read any (model, guide) pair through :func:`pyrovae.pair.run_program`,
+All three read any (model, guide) pair through :func:`pyrovae.infer.trace.run_program`,
 with S guide draws per datapoint vectorized under an outer
 ``pyro.plate("particles", S)``, so hierarchical guides (a site whose
 distribution depends on another latent) are handled like one-layer ones.
@@ -49,11 +49,11 @@ import pyro
 import torch
 from pyro import poutine
 
-from .data.splits import batches_of, data_tensor
-from .distributions import base_distribution, distribution_mean, kl_or_log_ratio
-from .objectives import closed_form_kl_sites
-from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
-from .sampling import positive_int, seeded
+from pyrovae.data.splits import batches_of, data_tensor
+from pyrovae.infer.distributions import base_distribution, distribution_mean, kl_or_log_ratio
+from pyrovae.infer.elbo import closed_form_kl_sites
+from pyrovae.infer.trace import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
+from pyrovae.util import positive_int, seeded
 
 __all__ = ["ActiveUnits", "ELBOSurgery", "active_units", "elbo_surgery", "format_active_units",
            "kl_per_dimension"]
@@ -175,7 +175,7 @@ def _site_kl(q, p, particle_dim, per_dim, closed_form):
     """KL(q || p) of one latent site at the draws: ``[S, B, D]`` per dim, or ``[S, B, 1]`` for the site.
 
     In closed form where torch knows it and ``closed_form`` (the site's place in
-    the guide keeps that unbiased, :func:`pyrovae.objectives.closed_form_kl_sites`);
+    the guide keeps that unbiased, :func:`pyrovae.infer.elbo.closed_form_kl_sites`);
     otherwise log q(z | ...) - log p(z | ...) at the draw.
     """
     q_fn, p_fn = (base_distribution(q.fn), base_distribution(p.fn)) if per_dim else (q.fn, p.fn)
@@ -202,7 +202,7 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     Computed on the sites' base (factorized) distributions, averaged over
     ``num_samples`` draws per datapoint: in closed form where torch knows it and
     the guide draws everything the site's prior depends on before the site
-    (:func:`pyrovae.objectives.closed_form_kl_sites`), else
+    (:func:`pyrovae.infer.elbo.closed_form_kl_sites`), else
     log q(z_d | ...) - log p(z_d | ...) at the draw. Returns ``{site: tensor [D]}``
     in the guide's site order; the total over d and sites is the KL term of the
     ELBO (Kingma & Welling 2014, arXiv 1312.6114). A site whose distributions do

@@ -17,9 +17,9 @@ import os
 import torch
 from torch import nn
 
-from .likelihoods import make_likelihood
-from .nets import ConditionalGaussian, MLPDecoder, make_networks
-from .priors import make_prior
+from pyrovae.nn.likelihoods import make_likelihood
+from pyrovae.nn.nets import ConditionalGaussian, MLPDecoder, make_networks
+from pyrovae.nn.priors import make_prior
 
 
 def _latent_dims(cfg, default_levels):
@@ -53,8 +53,8 @@ def _top_prior(cfg, latent_dim, top_encoder, train=None):
 
 
 def _vae_pair(cfg, train=None):
-    from .guides import GaussianGuide
-    from .models import VAE
+    from pyrovae.guides import GaussianGuide
+    from pyrovae.models import VAE
 
     dims = _latent_dims(cfg, 1)
     if len(dims) != 1:
@@ -70,8 +70,8 @@ def _vae_pair(cfg, train=None):
 
 def _hierarchical_pair(cfg, train, top_down):
     """The VampPrior paper's HVAE (``top_down``) or the IWAE paper's stacked model, L >= 2 levels."""
-    from .guides import BottomUpGuide, TopDownGuide
-    from .models import HierarchicalVAE
+    from pyrovae.guides import BottomUpGuide, TopDownGuide
+    from pyrovae.models import HierarchicalVAE
 
     if cfg["arch"] != "mlp":
         raise ValueError(f"hierarchical models use MLP networks; got arch={cfg['arch']!r}")

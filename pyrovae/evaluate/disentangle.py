@@ -31,9 +31,9 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from .distributions import site_mean
-from .pair import latent_sites, run_program
-from .sampling import positive_int
+from pyrovae.infer.distributions import site_mean
+from pyrovae.infer.trace import latent_sites, run_program
+from pyrovae.util import positive_int
 
 __all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
            "compute_all", "mean_representation", "METRICS"]
@@ -477,7 +477,7 @@ def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kw
     """A ``representation_fn`` from any Pyro guide: the mean of q(z | x) at ``site``.
 
     The guide is run once per batch of ``batch_size`` observations (through
-    :func:`pyrovae.pair.run_program`, under ``torch.no_grad`` and hidden from any
+    :func:`pyrovae.infer.trace.run_program`, under ``torch.no_grad`` and hidden from any
     enclosing Pyro handler); the code is the mean of the site's distribution,
     unwrapping ``Independent``/masked wrappers via ``base_dist`` where the wrapper has
     no mean of its own, flattened to ``[N, D]``. Observations (tensor or array) are

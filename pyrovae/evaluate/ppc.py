@@ -47,8 +47,8 @@ import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
 from pyro.infer import Predictive  # noqa: E402
 
-from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, max_plate_nesting, run_program  # noqa: E402
-from .sampling import chunk_sizes, positive_int, seeded  # noqa: E402
+from pyrovae.infer.trace import DATA_PLATE, PARTICLE_PLATE, PairError, max_plate_nesting, run_program  # noqa: E402
+from pyrovae.util import chunk_sizes, positive_int, seeded  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # Drawing from the predictive distributions

@@ -1,7 +1,7 @@
 """Objectives that reshape the ELBO's KL term to shape the representation.
 
 All three work on any (model, guide) pair: they reuse the ELBO's reading of the
-pair (:meth:`pyrovae.objectives.ELBO.terms` or :func:`pyrovae.pair.run_pair`)
+pair (:meth:`pyrovae.infer.elbo.ELBO.terms` or :func:`pyrovae.infer.trace.run_pair`)
 and change only how the reconstruction term E_q[log p(x|z)] and the KL term
 KL(q(z|x) || p(z)) are combined. With x a batch of B data, every loss is per
 datapoint and its ``stats`` hold the true ELBO, the reconstruction term and the
@@ -20,10 +20,10 @@ import math
 import torch
 from torch.distributions import Independent
 
-from .distributions import kl_or_log_ratio
-from .objectives import ELBO, closed_form_kl_sites
-from .pair import observed_sites
-from .sampling import positive_int
+from pyrovae.infer.distributions import kl_or_log_ratio
+from pyrovae.infer.elbo import ELBO, closed_form_kl_sites
+from pyrovae.infer.trace import observed_sites
+from pyrovae.util import positive_int
 
 __all__ = ["BetaVAE", "ControlledCapacity", "FreeBits", "objective_from_config", "site_kl_per_dimension"]
 
@@ -45,7 +45,7 @@ class BetaVAE(ELBO):
     independent generative factors, towards disentangled codes, at the cost of
     reconstruction; beta = 1 is the ELBO (the same loss, bit for bit), beta < 1
     weakens the KL term. The KL is analytic where torch knows it and Monte Carlo
-    otherwise, as in :class:`~pyrovae.objectives.ELBO`; ``stats["elbo"]`` is the
+    otherwise, as in :class:`~pyrovae.infer.elbo.ELBO`; ``stats["elbo"]`` is the
     unweighted bound.
     """
 
@@ -71,7 +71,7 @@ class ControlledCapacity(ELBO):
     capacity 25, gamma 1000, over 100,000 steps.
 
     C lives in ``state["capacity"]`` (a 0-dim tensor that :meth:`set_progress`
-    updates in place), so a captured SVI step (:mod:`pyrovae.step`) follows the
+    updates in place), so a captured SVI step (:mod:`pyrovae.infer.step`) follows the
     schedule. ``stats["capacity"]`` is the C a step used.
     """
 
@@ -120,7 +120,7 @@ class FreeBits(ELBO):
     divide each site's size). Per-dimension KLs come from
     :func:`site_kl_per_dimension`: analytic where torch knows the KL of the sites'
     element-wise distributions and the site's place in the guide keeps it
-    unbiased (:func:`pyrovae.objectives.closed_form_kl_sites`), Monte Carlo
+    unbiased (:func:`pyrovae.infer.elbo.closed_form_kl_sites`), Monte Carlo
     otherwise (or always, with ``analytic_kl=False``). ``stats["elbo"]`` is the
     true bound.
     """
@@ -160,7 +160,7 @@ class FreeBits(ELBO):
 def site_kl_per_dimension(q_site, p_site, analytic=True):
     r"""KL(q(z_d|x) || p(z_d)) for every dimension d of one latent site: ``[*batch, D]``.
 
-    ``q_site`` is the guide's :class:`~pyrovae.pair.Site` and ``p_site`` the
+    ``q_site`` is the guide's :class:`~pyrovae.infer.trace.Site` and ``p_site`` the
     model's site of the same name (replaying the guide's draw); ``D`` is the
     size of the site's event. Both distributions must factorise over the event
     -- element-wise distributions, possibly wrapped in ``Independent`` (e.g.

@@ -10,12 +10,12 @@ import json
 import os
 import sys
 
-from .checkpoint import write_json
-from .data import BINARIZE, DATASETS
-from .likelihoods import LIKELIHOODS
-from .nets import ACTIVATIONS
-from .priors import PRIORS, PSEUDO_INPUT_INITS
-from .step import MODES
+from pyrovae.infer.checkpoint import write_json
+from pyrovae.data import BINARIZE, DATASETS
+from pyrovae.nn.likelihoods import LIKELIHOODS
+from pyrovae.nn.nets import ACTIVATIONS
+from pyrovae.nn.priors import PRIORS, PSEUDO_INPUT_INITS
+from pyrovae.infer.step import MODES
 
 
 def _train_parser(sub):
@@ -73,7 +73,7 @@ def _train_parser(sub):
     p.add_argument("--patience", type=int, default=None, help="early stopping: epochs without improvement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--step-mode", default="graph", choices=MODES, help="how SVI steps run (see pyrovae.step)")
+    p.add_argument("--step-mode", default="graph", choices=MODES, help="how SVI steps run (see pyrovae.infer.step)")
     p.add_argument("--out", default=None, help="run folder (default runs/<dataset>-<model>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -81,7 +81,7 @@ def _train_parser(sub):
 
 
 def cmd_train(args):
-    from .runs import make_config, make_objective, train
+    from pyrovae.app.runs import make_config, make_objective, train
 
     keys = ("model", "guide", "dataset", "data_dir", "download", "binarize", "num_train", "num_test", "val_size",
             "arch", "hidden", "activation", "latent_dim", "levels", "prior", "components", "prior_init", "warmup", "likelihood",
@@ -100,8 +100,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    from .runs import load_run
-    from .train import evaluate_elbo
+    from pyrovae.app.runs import load_run
+    from pyrovae.infer.svi import evaluate_elbo
 
     cfg, model, guide, data = load_run(args.run)
     test = data.test if args.num_test is None else _first(data.test, args.num_test)
@@ -109,11 +109,11 @@ def cmd_evaluate(args):
     result = {"test_elbo": elbo, "num_test": len(test), "nll": None, "nll_std_error": None,
               "iw_samples": args.iw_samples}
     if args.iw_samples:
-        from .estimate import log_likelihood
+        from pyrovae.evaluate.likelihood import log_likelihood
 
         ll = log_likelihood(model, guide, test, num_samples=args.iw_samples, device=cfg["device"], seed=cfg["seed"])
         result.update(nll=ll.nll, nll_std_error=ll.nll_std_error)
-    from .diagnostics import active_units, elbo_surgery
+    from pyrovae.evaluate.diagnostics import active_units, elbo_surgery
 
     au = active_units(model, guide, test, threshold=args.au_threshold, device=cfg["device"], seed=cfg["seed"])
     result["active_units"] = dict(au.counts)
@@ -141,15 +141,15 @@ def cmd_evaluate(args):
 
 def _first(split, n):
     """The first ``n`` images of a split, dynamic binarization drawn once."""
-    from .data import ImageSplit
+    from pyrovae.data import ImageSplit
 
     split = split.fixed(0)
     return ImageSplit(split.images[:n], None if split.labels is None else split.labels[:n])
 
 
 def cmd_ppc(args):
-    from .ppc import run_ppc
-    from .runs import load_run
+    from pyrovae.evaluate.ppc import run_ppc
+    from pyrovae.app.runs import load_run
 
     cfg, model, guide, data = load_run(args.run)
     x = _first(data.test, args.num_data).images.to(cfg["device"])
@@ -173,9 +173,9 @@ def cmd_ppc(args):
 def cmd_metrics(args):
     import numpy as np
 
-    from .data import GROUND_TRUTH, ground_truth
-    from .disentangle import compute_all, mean_representation
-    from .runs import load_run
+    from pyrovae.data import GROUND_TRUTH, ground_truth
+    from pyrovae.evaluate.disentangle import compute_all, mean_representation
+    from pyrovae.app.runs import load_run
 
     cfg, model, guide, data = load_run(args.run)
     name = args.dataset or cfg["dataset"]
@@ -202,13 +202,13 @@ def cmd_metrics(args):
 
 
 def cmd_report(args):
-    from .report import write_report
+    from pyrovae.app.report import write_report
 
     print(f"report: {write_report(args.run, out=args.out)}")
 
 
 def _latent_names(model, guide, data):
-    from .pair import check_pair
+    from pyrovae.infer.trace import check_pair
 
     return check_pair(model, guide, data.test.fixed(0).images[:2])
 

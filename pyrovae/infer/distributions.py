@@ -40,7 +40,7 @@ def kl_or_log_ratio(q, p, value, closed_form=True):
 
     The second is the one-draw Monte Carlo estimate of the KL when ``value`` ~ q.
     Whether the closed form is unbiased for a site of a pair is the caller's
-    question (:func:`pyrovae.objectives.closed_form_kl_sites`).
+    question (:func:`pyrovae.infer.elbo.closed_form_kl_sites`).
     """
     if closed_form:
         try:
@@ -51,7 +51,7 @@ def kl_or_log_ratio(q, p, value, closed_form=True):
 
 
 def site_mean(site):
-    """E[z] of a :class:`~pyrovae.pair.Site`'s distribution, shaped like its value; ValueError if it has none."""
+    """E[z] of a :class:`~pyrovae.infer.trace.Site`'s distribution, shaped like its value; ValueError if it has none."""
     mean = distribution_mean(site.fn)
     if mean is None:
         raise ValueError(f"latent site {site.name!r}: its distribution {type(base_distribution(site.fn)).__name__} "

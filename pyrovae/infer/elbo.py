@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from .pair import max_plate_nesting, observed_sites, run_pair
+from pyrovae.infer.trace import max_plate_nesting, observed_sites, run_pair
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Objective:
     """Base class: subclasses define :meth:`loss` ``(model, guide, x) -> (loss, stats)``.
 
     ``state`` holds the objective's scheduled scalars (KL weight, capacity) as
-    0-dim tensors; a captured SVI step (:mod:`pyrovae.step`) passes them as
+    0-dim tensors; a captured SVI step (:mod:`pyrovae.infer.step`) passes them as
     inputs, so a schedule must change them in :meth:`set_progress`, never
     replace them by Python numbers read inside :meth:`loss`.
     """

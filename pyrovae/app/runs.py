@@ -2,7 +2,7 @@
 
 A run folder holds ``config.json``, ``last.pt`` and ``best.pt``,
 ``metrics.jsonl``, ``samples.png``, ``reconstructions.png``,
-``summary.json``, the pictures of :mod:`pyrovae.report` and ``report.html``.
+``summary.json``, the pictures of :mod:`pyrovae.app.report` and ``report.html``.
 """
 
 import json
@@ -13,12 +13,12 @@ import warnings
 import pyro
 import torch
 
-from . import checkpoint as ckpt_io
-from . import viz
-from .build import build_pair
-from .data import load_dataset
-from .objectives import ELBO
-from .train import SVIRun, evaluate_elbo
+from pyrovae.infer import checkpoint as ckpt_io
+from pyrovae.app import viz
+from pyrovae.app.build import build_pair
+from pyrovae.data import load_dataset
+from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 DEFAULTS = {
     "model": "vae", "guide": "gaussian", "dataset": "shapes", "data_dir": None, "download": False,
@@ -54,17 +54,17 @@ OBJECTIVES = ("elbo", "iwae")
 
 
 def make_objective(cfg):
-    """``elbo``: :class:`~pyrovae.objectives.ELBO`; ``iwae``: the K-sample bound (K = ``particles``).
+    """``elbo``: :class:`~pyrovae.infer.elbo.ELBO`; ``iwae``: the K-sample bound (K = ``particles``).
 
-    ``beta``, ``capacity`` or ``free_bits`` pick an objective of :mod:`pyrovae.regularized` instead.
+    ``beta``, ``capacity`` or ``free_bits`` pick an objective of :mod:`pyrovae.infer.regularized` instead.
     """
-    from .regularized import objective_from_config
+    from pyrovae.infer.regularized import objective_from_config
 
     regularized = objective_from_config(cfg)
     if regularized is not None:
         return regularized
     if cfg["objective"] == "iwae":
-        from .iwae import IWAE
+        from pyrovae.infer.iwae import IWAE
 
         if cfg["warmup"]:
             raise ValueError("--warmup anneals the ELBO's KL term; the IWAE objective has none to anneal")
@@ -107,7 +107,7 @@ def train(cfg, resume=False, progress=True):
                "best_val_elbo": run.best_val}
     write_pictures(model, guide, data.test, out, cfg["device"])
     ckpt_io.write_json(os.path.join(out, "summary.json"), summary)
-    from .report import write_report  # report imports this module
+    from pyrovae.app.report import write_report  # report imports this module
 
     write_report(out, run=(cfg, model, guide, data))
     return summary

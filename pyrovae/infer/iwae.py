@@ -30,9 +30,9 @@ import math
 import pyro
 import torch
 
-from .estimate import datapoint_log_prob, log_weights
-from .objectives import Objective
-from .pair import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_program
+from pyrovae.infer.importance import datapoint_log_prob, log_weights
+from pyrovae.infer.elbo import Objective
+from pyrovae.infer.trace import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_program
 
 __all__ = ["IWAE"]
 

@@ -1,0 +1,1 @@
+"""The command line, run folders, pictures and the report."""
