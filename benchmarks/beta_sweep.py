@@ -98,7 +98,7 @@ def run_setting(name, overrides, data, args):
     return {
         "setting": name, **overrides,
         "test_elbo": evaluate_elbo(model, guide, data.test, seed=args.seed),
-        "test_kl": mean_kl(model, guide, data.test.images),
+        "test_kl": mean_kl(model, guide, data.test.data),
         # q(z|x) depends on x only: one draw gives E_q[z|x] exactly
         "active_units": active_units(model, guide, data.test, num_samples=1).counts["z"],
         "last_train_kl": history[-1]["train_kl"],

@@ -36,7 +36,7 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.data import ImageSplit
+from pyrovae.data import Split
 from pyrovae.evaluate.diagnostics import active_units
 from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
@@ -125,10 +125,10 @@ def main():
         parser.error(f"unknown rows {unknown}; choose among {list(ROWS)}")
 
     data = pyrovae.load_dataset("mnist", args.data_dir, binarize="dynamic", seed=args.seed)
-    images = torch.cat([data.train.images, data.val.images])  # all 60,000 training images, as the paper
-    train = ImageSplit(images[:args.num_train] if args.num_train else images, binarize="dynamic", seed=args.seed)
+    images = torch.cat([data.train.data, data.val.data])  # all 60,000 training images, as the paper
+    train = Split(images[:args.num_train] if args.num_train else images, binarize="dynamic", seed=args.seed)
     test_all = data.test.fixed(args.seed)
-    test_nll = ImageSplit(test_all.images[:args.num_test])
+    test_nll = Split(test_all.data[:args.num_test])
     rows = []
     print(f"MNIST, 1 stochastic layer, {len(train)} training images, {args.epochs} epochs "
           f"(schedule {stages(args.epochs)}), NLL with k={args.iw_samples} on {len(test_nll)} test images")

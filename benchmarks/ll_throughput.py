@@ -85,7 +85,7 @@ def load_images(args):
     from pyrovae.data import load_dataset
 
     data = load_dataset("mnist", args.data_dir, "dynamic", num_test=args.num_images)
-    return data.test.fixed(0).images
+    return data.test.fixed(0).data
 
 
 def timed(fn):

@@ -56,7 +56,7 @@ def main():
         train_s = time.perf_counter() - start
         _, model, guide, data = load_run(cfg["out"])
         test = data.test.fixed(args.seed)
-        x = test.images[:args.num_test]
+        x = test.data[:args.num_test]
         start = time.perf_counter()
         ll = log_likelihood(model, guide, x, num_samples=args.iw_samples, chunk_size=500, batch_size=100,
                             seed=args.seed)

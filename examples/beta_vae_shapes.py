@@ -66,7 +66,7 @@ def main():
         shown = ", ".join(f"{k}={v:.3f}" for k, v in values.items() if isinstance(v, (int, float)) and k != "seconds")
         print(f"  {metric:<12} {shown}")
 
-    x, shapes = data.test.images[:256], data.test.labels[:256, 0]
+    x, shapes = data.test.data[:256], data.test.labels[:256, 0]
     with torch.no_grad():
         kl = viz.kl_per_dimension(model, guide, x)
     print(f"{int((kl.values > 0.1).sum())} of {args.latent_dim} latent dimensions carry more than 0.1 nats")

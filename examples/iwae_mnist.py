@@ -27,7 +27,7 @@ import os
 import torch
 
 import pyrovae
-from pyrovae.data import ImageSplit
+from pyrovae.data import Split
 from pyrovae.evaluate.diagnostics import active_units
 from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
@@ -65,7 +65,7 @@ def main():
 
     data = pyrovae.load_dataset("mnist", args.data_dir, binarize="dynamic", seed=args.seed)
     # the paper trains on all 60,000 training images
-    train = ImageSplit(torch.cat([data.train.images, data.val.images]), binarize="dynamic", seed=args.seed)
+    train = Split(torch.cat([data.train.data, data.val.data]), binarize="dynamic", seed=args.seed)
     torch.manual_seed(args.seed)
     model, guide = iwae_pair()
     run = pyrovae.SVIRun(model, guide, train, objective=IWAE(num_particles=args.particles, dreg=args.dreg),
@@ -76,7 +76,7 @@ def main():
         print(f"epoch {row['epoch']}: training bound L_{args.particles} = {row['train_elbo']:.2f} "
               f"({row['train_seconds']:.0f} s)")
 
-    test = ImageSplit(data.test.images[:args.num_test], binarize="dynamic", seed=args.seed)
+    test = Split(data.test.data[:args.num_test], binarize="dynamic", seed=args.seed)
     ll = log_likelihood(model, guide, test, num_samples=args.iw_samples, seed=args.seed)
     elbo = pyrovae.evaluate_elbo(model, guide, test, seed=args.seed)
     au = active_units(model, guide, data.test, seed=args.seed)

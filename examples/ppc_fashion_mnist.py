@@ -91,9 +91,9 @@ def main():
         print(f"{likelihood:>9} VAE: test ELBO {summary['test_elbo']:.1f} nats per image "
               f"({summary['train_seconds']:.0f} s of training), run folder {cfg['out']}")
         test = load_run(cfg["out"])[3].test
-        checks[f"{likelihood} / grey"] = check(cfg["out"], test.images, "grey", "ppc", args)
+        checks[f"{likelihood} / grey"] = check(cfg["out"], test.data, "grey", "ppc", args)
         if likelihood == "bernoulli":
-            binary = test.fixed(args.seed).images
+            binary = test.fixed(args.seed).data
             checks[f"{likelihood} / binarized"] = check(cfg["out"], binary, "binarized", "ppc-binarized", args)
         write_report(cfg["out"])
 

@@ -41,7 +41,7 @@ model = HierarchicalVAE(MLPDecoder(image, d1 + d2, hidden), prior, [p_z1], Berno
 run = pyrovae.SVIRun(model, guide, data.train, data.val, pyrovae.ELBO(warmup=args.warmup), lr=5e-4,
                      batch_size=100, epochs=args.epochs, ignore_before_epoch=args.warmup)
 run.fit()
-test = data.test.fixed(0).images[:args.num_test]
+test = data.test.fixed(0).data[:args.num_test]
 ll = log_likelihood(model, guide, test, num_samples=5000, seed=0)
 print(f"test log-likelihood (K=5000, {len(test)} images): {-ll.nll:.2f} +- {ll.nll_std_error:.2f} nats")
 print(f"test ELBO: {pyrovae.evaluate_elbo(model, guide, data.test):.2f} nats")

@@ -5,12 +5,15 @@ Write a generative model as a Pyro ``model`` and an amortized encoder as a Pyro
 for the pair contract.
 """
 
-from pyrovae.data import ImageSplit, load_dataset
+from pyrovae.data import Batch, Split, as_split, load_dataset
+from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.infer.elbo import ELBO, Objective
-from pyrovae.infer.trace import PairError, check_pair, run_pair
+from pyrovae.infer.iwae import IWAE
+from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
 from pyrovae.infer.svi import SVIRun, evaluate_elbo
+from pyrovae.infer.trace import PairError, check_pair, trace_pair
 
 __version__ = "0.1.0"
 
-__all__ = ["ELBO", "ImageSplit", "Objective", "PairError", "SVIRun", "check_pair", "evaluate_elbo",
-           "load_dataset", "run_pair"]
+__all__ = ["Batch", "BetaVAE", "ControlledCapacity", "ELBO", "FreeBits", "IWAE", "Objective", "PairError", "SVIRun",
+           "Split", "as_split", "check_pair", "evaluate_elbo", "load_dataset", "log_likelihood", "trace_pair"]

@@ -1,9 +1,12 @@
-"""Two small helpers every estimator shares: a seeded random block and chunking of draws."""
+"""Small helpers every estimator shares: a seeded random block, chunking of draws, a memory meter."""
 
 import contextlib
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 @contextlib.contextmanager
@@ -37,3 +40,33 @@ def chunk_sizes(total, chunk_size=None):
     chunk_size = positive_int("chunk_size", total if chunk_size is None else chunk_size)
     for start in range(0, total, chunk_size):
         yield min(chunk_size, total - start)
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created under this mode and still alive: a CPU memory meter.
+
+    Every operator's outputs are recorded with a weak reference to their
+    storage; ``peak`` is the largest total of live storages seen after any
+    operator (tensors made before entering are not counted).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.peak = {}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.live = {ptr: (ref, n) for ptr, (ref, n) in self.live.items() if not ref.expired()}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.live:
+                storage = t.untyped_storage()
+                self.live[storage.data_ptr()] = (StorageWeakRef(storage), storage.nbytes())
+        self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+        return out
+
+
+def peak_tensor_bytes(fn):
+    """``fn()``'s peak bytes of live tensors it created (:class:`LiveTensorBytes`) and its result."""
+    with LiveTensorBytes() as meter:
+        result = fn()
+    return meter.peak, result

@@ -2,7 +2,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.data import ImageSplit, load_dataset
+from pyrovae.data import Split, load_dataset
 from pyrovae.guides import GaussianGuide
 from pyrovae.nn.likelihoods import Bernoulli
 from pyrovae.models import VAE
@@ -24,4 +24,12 @@ def shapes_small():
 @pytest.fixture
 def binary_images():
     g = torch.Generator().manual_seed(0)
-    return ImageSplit((torch.rand(96, 1, 8, 8, generator=g) < 0.3).float())
+    return Split((torch.rand(96, 1, 8, 8, generator=g) < 0.3).float())
+
+
+def pair_sites(model, guide, x, num_particles=None, **kwargs):
+    """``(guide latent sites, model sample sites)`` of one run of the pair (Pyro trace nodes), every site drawn."""
+    from pyrovae.infer.trace import is_sample, trace_pair
+
+    pt = trace_pair(model, guide, x, num_particles=num_particles, enumerate=False, **kwargs)
+    return pt.latents, {n: s for n, s in pt.model.nodes.items() if is_sample(s)}

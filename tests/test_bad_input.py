@@ -8,7 +8,7 @@ import torch
 from pyrovae import PairError, SVIRun
 from pyrovae.infer import checkpoint
 from pyrovae.app.build import build_pair
-from pyrovae.data import ImageSplit, load_dataset
+from pyrovae.data import Split, load_dataset
 from pyrovae.app.runs import load_run, make_config, train
 
 from conftest import small_pair
@@ -26,12 +26,12 @@ def test_nan_or_inf_in_data(bad):
     x = torch.zeros(4, 1, 8, 8)
     x[1, 0, 2, 2] = bad
     with pytest.raises(ValueError, match="NaN or infinite"):
-        ImageSplit(x)
+        Split(x)
 
 
-def test_values_outside_unit_interval():
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
-        ImageSplit(torch.full((2, 1, 4, 4), 3.0))
+def test_values_outside_unit_interval_cannot_be_binarized():
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\] to be binarized"):
+        Split(torch.full((2, 1, 4, 4), 3.0), binarize="dynamic")
 
 
 def test_non_binary_data_with_bernoulli_likelihood():

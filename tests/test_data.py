@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.data import ImageSplit, ShapesFactors, load_dataset
+from pyrovae.data import Split, ShapesFactors, load_dataset
 from pyrovae.data.shapes import FACTOR_SIZES, render
 
 
 def test_shapes_is_deterministic_and_carries_its_factors():
     a = load_dataset("shapes", num_train=200, val_size=50, num_test=50, seed=7)
     b = load_dataset("shapes", num_train=200, val_size=50, num_test=50, seed=7)
-    assert torch.equal(a.train.images, b.train.images)
-    assert a.train.images.shape == (200, 1, 64, 64)
-    assert set(a.train.images.unique().tolist()) == {0.0, 1.0}
-    assert torch.equal(torch.from_numpy(render(a.train.labels.numpy())).float(), a.train.images)
-    assert not torch.equal(a.train.images[:50], a.val.images)
+    assert torch.equal(a.train.data, b.train.data)
+    assert a.train.data.shape == (200, 1, 64, 64)
+    assert set(a.train.data.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(torch.from_numpy(render(a.train.labels.numpy())).float(), a.train.data)
+    assert not torch.equal(a.train.data[:50], a.val.data)
 
 
 def test_shapes_factors_change_the_image():
@@ -64,16 +64,16 @@ def test_mnist_from_idx_files(tmp_path, layout):
     data = load_dataset("mnist", data_dir=str(tmp_path), binarize="dynamic", val_size=10)
     assert (len(data.train), len(data.val), len(data.test)) == (50, 10, 20)
     assert data.image_shape == (1, 28, 28)
-    all_train = torch.cat([data.train.images, data.val.images]) * 255
+    all_train = torch.cat([data.train.data, data.val.data]) * 255
     assert sorted(all_train.round().sum(dim=(1, 2, 3)).tolist()) == sorted(train.sum(axis=(1, 2)).astype(float).tolist())
 
 
 def test_dynamic_binarization_redraws_static_does_not():
     grey = torch.full((64, 1, 4, 4), 0.5)
-    dynamic = ImageSplit(grey, binarize="dynamic")
+    dynamic = Split(grey, binarize="dynamic")
     g = torch.Generator().manual_seed(0)
-    first, second = next(dynamic.batches(64, g)), next(dynamic.batches(64, g))
+    first, second = next(dynamic.batches(64, g)).x, next(dynamic.batches(64, g)).x
     assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
-    static = ImageSplit(grey, binarize="static", seed=1)
-    assert torch.equal(next(static.batches(64, g)), next(static.batches(64, g)))
-    assert 0.4 < static.images.mean() < 0.6
+    static = Split(grey, binarize="static", seed=1)
+    assert torch.equal(next(static.batches(64, g)).x, next(static.batches(64, g)).x)
+    assert 0.4 < static.data.mean() < 0.6

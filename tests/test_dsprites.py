@@ -91,10 +91,10 @@ def test_load_dataset_from_the_file_or_its_folder(dsprites_file):
     by_folder = load_dataset("dsprites", data_dir=dsprites_file.parent, num_train=64, val_size=16, num_test=16)
     by_file = load_dataset("dsprites", data_dir=str(dsprites_file), num_train=64, val_size=16, num_test=16)
     assert by_folder.name == "dsprites" and by_folder.image_shape == (1, 64, 64)
-    assert torch.equal(by_folder.train.images, by_file.train.images)
+    assert torch.equal(by_folder.train.data, by_file.train.data)
     labels = by_folder.train.labels.numpy()
-    assert torch.equal(by_folder.train.images, torch.from_numpy(render(_shapes_factors(labels))).float())
-    assert not torch.equal(by_folder.train.images[:16], by_folder.val.images)
+    assert torch.equal(by_folder.train.data, torch.from_numpy(render(_shapes_factors(labels))).float())
+    assert not torch.equal(by_folder.train.data[:16], by_folder.val.data)
     assert ground_truth("dsprites", dsprites_file.parent).factor_sizes == SIZES
 
 

@@ -14,6 +14,9 @@ import pyro
 import pytest
 import torch
 
+from conftest import pair_sites
+from pyrovae.data import Batch
+
 from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import BottomUpGuide, TopDownGuide
 from pyrovae.infer.iwae import IWAE
@@ -21,7 +24,6 @@ from pyrovae.nn.likelihoods import Gaussian
 from pyrovae.models import HierarchicalVAE
 from pyrovae.nn.nets import ConditionalGaussian, MLPDecoder
 from pyrovae.infer.elbo import ELBO, closed_form_kl_sites
-from pyrovae.infer.trace import run_pair
 from pyrovae.nn.priors import StandardNormal
 
 DT = torch.float64
@@ -136,7 +138,7 @@ def test_k5000_estimate_matches_closed_form_within_3_standard_errors(top_down):
 def test_closed_form_kl_only_where_the_guide_order_allows_it():
     for top_down, allowed in ((False, {"z2"}), (True, {"z1", "z2"})):
         model, guide = make_pair(LinearHierarchy(2, 2, top_down))
-        guide_sites, model_sites = run_pair(model, guide, torch.zeros(3, D, dtype=DT))
+        guide_sites, model_sites = pair_sites(model, guide, torch.zeros(3, D, dtype=DT))
         assert closed_form_kl_sites(guide_sites, model_sites) == allowed
 
 
@@ -196,7 +198,8 @@ def test_kl_warmup_weight_and_the_graph_step_follow_the_schedule():
     x = h.sample_x(8)
     module = objective(model, guide)
     params = list(module.parameters())
-    graph, eager = StepFunction(module, params, "graph"), StepFunction(module, params, "eager")
+    graph, eager = StepFunction(module, params, "graph", timed=False), StepFunction(module, params, "eager")
+    graph(Batch(x))  # records the graph (that step's gradients are the eager check's)
     with pyro.validation_enabled(False):  # as in SVIRun: value checks would stop the graph capture
         _compare_steps_and_weights(objective, graph, eager, params, guide, x)
 
@@ -207,18 +210,18 @@ def _compare_steps_and_weights(objective, graph, eager, params, guide, x):
         grads = []
         for step in (graph, eager):
             pyro.set_rng_seed(1)
-            step(x)
+            step(Batch(x))
             grads.append([p.grad.clone() for p in params])
         for g_graph, g_eager in zip(*grads):
             torch.testing.assert_close(g_graph, g_eager, rtol=1e-6, atol=1e-8)
     # the weight changes the gradient: the guide's scale parameters see the KL only through it
     objective.set_progress(0, 0)
     pyro.set_rng_seed(1)
-    graph(x)
+    graph(Batch(x))
     g0 = guide.encoder.head.log_scale.bias.grad.clone()
     objective.set_progress(3, 0)
     pyro.set_rng_seed(1)
-    graph(x)
+    graph(Batch(x))
     assert not torch.allclose(g0, guide.encoder.head.log_scale.bias.grad)
 
 
@@ -242,9 +245,9 @@ def test_latent_dims_per_level_are_checked():
     cfg["image_shape"] = [1, 6, 6]
     model, guide = build_pair(cfg)
     assert model.levels == guide.levels == 3
-    guide_sites, model_sites = run_pair(model, guide, torch.zeros(2, 1, 6, 6))
+    guide_sites, model_sites = pair_sites(model, guide, torch.zeros(2, 1, 6, 6))
     assert list(guide_sites) == ["z1", "z2", "z3"]
-    assert [guide_sites[n].value.shape[-1] for n in guide_sites] == [5, 4, 3]
+    assert [guide_sites[n]["value"].shape[-1] for n in guide_sites] == [5, 4, 3]
     assert math.isfinite(ELBO()(model, guide)(torch.zeros(2, 1, 6, 6)).item())
 
 

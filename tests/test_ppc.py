@@ -50,7 +50,7 @@ def vae_pair():
         decoder.net[-1].bias.sub_(1.5)  # mostly dark images: their inverse is far from anything the model makes
     model = VAE(decoder, StandardNormal(2), Bernoulli())
     model.requires_grad_(False)
-    x = ppc.prior_predictive(model, num_samples=1, batch_size=NUM_DATA, seed=1)["x"][0]
+    x = ppc.prior_predictive(model, torch.zeros(NUM_DATA, *SHAPE), num_samples=1, seed=1)["x"][0]
     # fit only the guide, so q(z|x) approaches the model's true posterior p(z|x)
     guide = GaussianGuide(MLPEncoder(SHAPE, 2, hidden=(32,)))
     opt = torch.optim.Adam(guide.parameters(), lr=1e-2)
@@ -132,9 +132,9 @@ def test_log_likelihood_is_log_p_x_given_the_posterior_draws(vae_pair, result_on
     got = torch.as_tensor(idata.log_likelihood["x"].values[0, :5])
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     assert bool((got < 0).all())
-    samples = {"z": z, "x": torch.zeros(5, *x.shape)}
-    chunked = ppc.pointwise_log_likelihood(model, vae_pair[1], x, samples, chunk_size=2)
-    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-4)
+    draws, log_lik = ppc.posterior_predictive(model, vae_pair[1], x, num_samples=5, chunk_size=2, seed=3)
+    expected = dist.Bernoulli(logits=model.decoder(draws["z"])).log_prob(x).sum((-3, -2, -1))
+    torch.testing.assert_close(log_lik, expected, rtol=1e-5, atol=1e-4)
 
 
 def test_plots_are_written(result_on_model_data):
@@ -153,30 +153,24 @@ def test_same_seed_same_draws_and_global_rng_untouched(vae_pair):
     torch.manual_seed(123)
     before = torch.rand(3)
     torch.manual_seed(123)
-    a = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5)
+    a, _ = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5)
     after = torch.rand(3)
-    b = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5, chunk_size=3)
-    c = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=6)
+    b, _ = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5, chunk_size=3)
+    c, _ = ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=6)
     assert torch.equal(before, after)
     assert set(a) == {"z", "x"}
     assert a["z"].shape == (7, 16, 2) and a["x"].shape == (7, 16, *SHAPE)
     assert b["x"].shape == a["x"].shape
     assert not torch.equal(a["z"], c["z"])
-    torch.testing.assert_close(a, ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5))
-
-
-def test_sequential_predictive_matches_shapes(vae_pair):
-    model, guide, x = vae_pair
-    draws = ppc.posterior_predictive(model, guide, x[:8], num_samples=3, parallel=False, seed=0)
-    assert draws["z"].shape == (3, 8, 2) and draws["x"].shape == (3, 8, *SHAPE)
+    torch.testing.assert_close(a, ppc.posterior_predictive(model, guide, x[:16], num_samples=7, seed=5)[0])
 
 
 def test_prior_predictive(vae_pair):
     model, _, x = vae_pair
-    draws = ppc.prior_predictive(model, num_samples=4, batch_size=10, seed=0)
+    draws = ppc.prior_predictive(model, x[:10], num_samples=4, seed=0)
     assert draws["z"].shape == (4, 10, 2) and draws["x"].shape == (4, 10, *SHAPE)
     assert bool(((draws["x"] == 0) | (draws["x"] == 1)).all())
-    post = ppc.posterior_predictive(model, vae_pair[1], x[:12], num_samples=4, seed=0)
+    post, _ = ppc.posterior_predictive(model, vae_pair[1], x[:12], num_samples=4, seed=0)
     idata = ppc.to_inference_data(x[:12], post, obs_site="x", prior_samples=draws)
     assert {"prior", "prior_predictive"} <= set(idata.groups())
     assert idata.prior_predictive["x"].shape == (1, 4, 10, *SHAPE)
@@ -230,7 +224,7 @@ def _sq_norm(x):
 
 def test_any_pair_with_its_own_site_names_and_user_statistics():
     model, guide = _linear_gaussian()
-    x = ppc.prior_predictive(model, num_samples=1, batch_size=200, seed=2)["obs"][0]
+    x = ppc.prior_predictive(model, torch.zeros(200, DIM), num_samples=1, obs_site="obs", seed=2)["obs"][0]
     stats = {"sq_norm": ppc.TestStatistic(_sq_norm, per_datum=True), "max": lambda d: d.max(),
              "ink_sd": ppc.ink_sd}
     result = ppc.run_ppc(model, guide, x, num_samples=300, statistics=stats, obs_site="obs", seed=0)
@@ -248,23 +242,33 @@ def test_any_pair_with_its_own_site_names_and_user_statistics():
     assert flagged["summary"]["extreme_fraction"]["sq_norm"] > 0.5
 
 
-def test_clear_errors():
-    model, guide = _linear_gaussian()
-    x = torch.zeros(4, DIM)
-    with pytest.raises(PairError, match="obs_site 'x'"):
-        ppc.posterior_predictive(model, guide, x, num_samples=2)
-    with pytest.raises(ValueError, match="num_samples"):
-        ppc.posterior_predictive(model, guide, x, num_samples=0, obs_site="obs")
-    with pytest.raises(ValueError, match="x must be a tensor"):
-        ppc.run_ppc(model, guide, [[0.0]], obs_site="obs")
+def test_a_model_that_only_scores_data_needs_no_batch_size():
+    """Pyro's usual model(x): the replicated data are the observed site resampled, x giving only the shape."""
+    _, guide = _linear_gaussian()
 
     def scoring_only_model(x):
         with pyro.plate("data", x.shape[0]):
             h = pyro.sample("h", dist.Normal(torch.zeros(LATENT), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(h.sum(-1, keepdim=True).expand(-1, DIM), 1.0).to_event(1), obs=x)
+            pyro.sample("obs", dist.Normal(h.sum(-1, keepdim=True).expand(*h.shape[:-1], DIM), 1.0).to_event(1), obs=x)
 
-    with pytest.raises(PairError, match=r"model\(None, batch_size=B\)"):
-        ppc.posterior_predictive(scoring_only_model, guide, x, num_samples=2, obs_site="obs")
+    x = torch.zeros(4, DIM)
+    draws, log_lik = ppc.posterior_predictive(scoring_only_model, guide, x, num_samples=2000, obs_site="obs", seed=0)
+    rep = draws["obs"] - draws["h"].sum(-1, keepdim=True)  # x^rep - E[x^rep | h] ~ N(0, 1)
+    assert rep.shape == (2000, 4, DIM) and abs(float(rep.std()) - 1.0) < 0.03 and abs(float(rep.mean())) < 0.03
+    prior = ppc.prior_predictive(scoring_only_model, x, num_samples=3, obs_site="obs", seed=0)
+    assert prior["obs"].shape == (3, 4, DIM) and prior["h"].shape == (3, 4, LATENT)
+
+
+def test_clear_errors():
+    model, guide = _linear_gaussian()
+    x = torch.zeros(4, DIM)
+    with pytest.raises(PairError, match="obs_site 'x' is not an observed site"):
+        ppc.posterior_predictive(model, guide, x, num_samples=2)
+    with pytest.raises(ValueError, match="num_samples"):
+        ppc.posterior_predictive(model, guide, x, num_samples=0, obs_site="obs")
+    with pytest.raises(TypeError, match="data must be"):
+        ppc.run_ppc(model, guide, [[0.0]], obs_site="obs")
+
     with pytest.raises(ValueError, match="per-datum statistic 'bad'"):
         ppc.compute_statistics(x, x[None], {"bad": ppc.TestStatistic(lambda d: d.sum(), per_datum=True)})
     with pytest.raises(ValueError, match="non-finite"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyrovae.app.build import build_pair
-from pyrovae.data import ImageSplit
+from pyrovae.data import Split
 from pyrovae.nn.nets import MLPEncoder
 from pyrovae.nn.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
 from pyrovae.app.runs import make_config
@@ -132,14 +132,14 @@ def test_pseudo_inputs_from_training_images():
     cfg = make_config(model="vae", prior="vamp", prior_init="data", components=10, latent_dim=2, hidden=[8],
                       out="unused")
     cfg["image_shape"] = [1, 6, 6]
-    model, _ = build_pair(cfg, ImageSplit(images))
+    model, _ = build_pair(cfg, Split(images))
     u = model.prior.pseudo_inputs.detach()
     assert all(any(torch.equal(ui, xi) for xi in images) for ui in u)
     with pytest.raises(ValueError, match="training images"):
         build_pair(cfg)
     cfg["components"] = 100
     with pytest.raises(ValueError, match="100 pseudo-inputs"):
-        build_pair(cfg, ImageSplit(images))
+        build_pair(cfg, Split(images))
 
 
 def test_prior_errors_name_the_problem():

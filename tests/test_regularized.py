@@ -11,13 +11,12 @@ import torch
 from torch import nn
 from torch.distributions import kl_divergence
 
-from conftest import small_pair
+from conftest import pair_sites, small_pair
 from pyrovae import SVIRun
 from pyrovae.app.cli import main
 from pyrovae.infer.elbo import ELBO
-from pyrovae.infer.trace import run_pair
-from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits, objective_from_config, site_kl_per_dimension
-from pyrovae.app.runs import make_config, make_objective
+from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits, site_kl_per_dimension
+from pyrovae.app.runs import make_config, make_objective, objective_from_config
 
 
 @pytest.fixture
@@ -42,7 +41,7 @@ def _loss_and_grads(objective, model, guide, x, seed=0):
 
 
 def test_beta_one_is_the_elbo_bit_for_bit(shapes_small):
-    x = shapes_small.train.images[:32]
+    x = shapes_small.train.data[:32]
     model, guide = small_pair()
     loss_e, stats_e, grads_e = _loss_and_grads(ELBO(), model, guide, x)
     loss_b, stats_b, grads_b = _loss_and_grads(BetaVAE(1.0), model, guide, x)
@@ -52,7 +51,7 @@ def test_beta_one_is_the_elbo_bit_for_bit(shapes_small):
 
 
 def test_beta_weights_the_kl_and_reports_the_true_bound(shapes_small):
-    x = shapes_small.train.images[:32]
+    x = shapes_small.train.data[:32]
     model, guide = small_pair()
     torch.manual_seed(0)
     loss, stats = BetaVAE(4.0).loss(model, guide, x)
@@ -121,8 +120,8 @@ def test_trained_kl_tracks_the_capacity(shapes_small, one_thread):
     history = run.fit()
     assert run.step_fn.mode == "graph"
     with torch.no_grad():
-        q, p = run_pair(model, guide, shapes_small.train.images)
-        per_image = kl_divergence(q["z"].fn, p["z"].fn)
+        q, p = pair_sites(model, guide, shapes_small.train.data)
+        per_image = kl_divergence(q["z"]["fn"], p["z"]["fn"])
     band = per_image.std().item() / math.sqrt(64)
     residual = np.array([row["train_kl"] - row["train_capacity"] for row in history])
     assert np.abs(residual).max() < 4 * band, residual
@@ -161,8 +160,8 @@ class FreeGuide(nn.Module):
 
 
 def _reconstruction_only(model, guide, x):
-    guide_sites, model_sites = run_pair(model, guide, x)
-    return -model_sites["x"].log_prob().sum() / x.shape[0]
+    guide_sites, model_sites = pair_sites(model, guide, x)
+    return -model_sites["x"]["log_prob"].sum() / x.shape[0]
 
 
 def test_free_bits_give_no_kl_gradient_below_lambda():
@@ -211,11 +210,11 @@ def test_per_dimension_kl_closed_form_and_monte_carlo():
     model, guide = Decoder(), FreeGuide([0.3, -1.0, 2.0], [0.2, -0.5, 0.0])
     with torch.no_grad():
         torch.manual_seed(0)
-        q, p = run_pair(model, guide, x)
+        q, p = pair_sites(model, guide, x)
         closed = site_kl_per_dimension(q["z"], p["z"])
         mc = site_kl_per_dimension(q["z"], p["z"], analytic=False)
     assert closed.shape == (4000, 3)
-    assert torch.allclose(closed.sum(-1), kl_divergence(q["z"].fn, p["z"].fn), atol=1e-6)
+    assert torch.allclose(closed.sum(-1), kl_divergence(q["z"]["fn"], p["z"]["fn"]), atol=1e-6)
     # the Monte Carlo value is log q - log p at the draw: unbiased, so its mean over 4000 draws lies within
     # 4 standard errors of the closed form
     err = mc.std(0) / math.sqrt(len(x))
@@ -240,7 +239,7 @@ def test_masked_data_points_have_no_kl():
         with pyro.plate("data", x.shape[0]), pyro.poutine.mask(mask=torch.tensor([True, False])):
             pyro.sample("z", dist.Normal(torch.ones(3), 1.0).to_event(1))
 
-    q, p = run_pair(model, guide, torch.zeros(2, 4))
+    q, p = pair_sites(model, guide, torch.zeros(2, 4))
     per_dim = site_kl_per_dimension(q["z"], p["z"])
     assert torch.allclose(per_dim, torch.tensor([[0.5, 0.5, 0.5], [0.0, 0.0, 0.0]]))
 

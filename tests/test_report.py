@@ -53,7 +53,7 @@ def trained(shapes_small, tmp_path_factory):
                  run_dir=str(run_dir), progress=False)
     run.fit()
     model.eval(), guide.eval()
-    return model, guide, shapes_small.test.images[:48], run_dir, run.history
+    return model, guide, shapes_small.test.data[:48], run_dir, run.history
 
 
 def encoder_moments(guide, x):
@@ -123,7 +123,7 @@ def test_kl_per_dimension_falls_back_to_the_variance_of_the_means():
 def test_decode_means_replays_the_latents_into_the_model(trained):
     model, _, _, _, _ = trained
     z = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(viz.decode_means(model, {"z": z}), decoder_mean(model, z))
+    torch.testing.assert_close(viz.decode_means(model, {"z": z}, torch.zeros(5, 1, 64, 64)), decoder_mean(model, z))
 
 
 def test_traversals_sweep_one_dimension_at_a_time_in_order_of_kl(trained):
@@ -208,8 +208,8 @@ def test_bad_input_is_named(trained):
     def no_sampling(x, batch_size=None):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(torch.zeros(4), 1.0).to_event(1))
-    with pytest.raises(ValueError, match=r"model\(None, batch_size=N\)"):
-        viz.decode_means(no_sampling, {"z": torch.zeros(2, 4)})
+    with pytest.raises(ValueError, match="the model has no site 'x' and no observed site"):
+        viz.decode_means(no_sampling, {"z": torch.zeros(2, 4)}, torch.zeros(2, 1, 64, 64))
 
 
 # ---------------------------------------------------------------------------

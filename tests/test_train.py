@@ -52,6 +52,7 @@ def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path):
             raise KeyboardInterrupt
         return real_step(x)
 
+    dying_step.recheck = real_step.recheck
     run.step_fn = dying_step
     with pytest.raises(KeyboardInterrupt):
         run.fit()

@@ -47,7 +47,7 @@ def _top_prior(cfg, latent_dim, top_encoder, train=None):
         if k > len(train):
             raise ValueError(f"prior_init='data' needs {k} pseudo-inputs but the training split has {len(train)} images")
         index = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.get("seed", 0)))[:k]
-        data = train.images[index].to(torch.get_default_dtype())
+        data = train.data[index].to(torch.get_default_dtype())
     return make_prior(cfg.get("prior", "standard"), latent_dim, num_components=k, encoder=top_encoder,
                       input_shape=cfg["image_shape"], init=init, data=data)
 

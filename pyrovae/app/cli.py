@@ -140,11 +140,8 @@ def cmd_evaluate(args):
 
 
 def _first(split, n):
-    """The first ``n`` images of a split, dynamic binarization drawn once."""
-    from pyrovae.data import ImageSplit
-
-    split = split.fixed(0)
-    return ImageSplit(split.images[:n], None if split.labels is None else split.labels[:n])
+    """The first ``n`` data of a split, dynamic binarization drawn once."""
+    return split.fixed(0).subset(n)
 
 
 def cmd_ppc(args):
@@ -152,9 +149,9 @@ def cmd_ppc(args):
     from pyrovae.app.runs import load_run
 
     cfg, model, guide, data = load_run(args.run)
-    x = _first(data.test, args.num_data).images.to(cfg["device"])
+    test = _first(data.test, args.num_data)
     folder = args.out or os.path.join(args.run, "ppc")
-    result = run_ppc(model, guide, x, num_samples=args.num_samples, folder=folder, obs_site=args.obs_site,
+    result = run_ppc(model, guide, test, num_samples=args.num_samples, folder=folder, obs_site=args.obs_site,
                      seed=cfg["seed"])
     summary = result["summary"]
     write_json(os.path.join(folder, "summary.json"), {**summary, "num_data": result["num_data"],
@@ -210,7 +207,7 @@ def cmd_report(args):
 def _latent_names(model, guide, data):
     from pyrovae.infer.trace import check_pair
 
-    return check_pair(model, guide, data.test.fixed(0).images[:2])
+    return check_pair(model, guide, data.test.fixed(0).data[:2]).latents
 
 
 def build_parser():

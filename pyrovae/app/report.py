@@ -73,7 +73,7 @@ def write_run_pictures(run_dir, run=None, overwrite=False, num_points=500, max_d
     cfg, model, guide, data = run if run is not None else load_run(run_dir)
     split = data.test.fixed(cfg.get("seed", 0))
     n = min(num_points, len(split))
-    x = split.images[:n].to(cfg.get("device", "cpu"))
+    x = split.data[:n].to(cfg.get("device", "cpu"))
     labels = None if split.labels is None else split.labels[:n]
     names = None if labels is None else _label_names(cfg, labels)
     half = min(4, n // 2)

@@ -18,6 +18,7 @@ from pyrovae.app import viz
 from pyrovae.app.build import build_pair
 from pyrovae.data import load_dataset
 from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
 from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 DEFAULTS = {
@@ -50,6 +51,45 @@ def dataset_for(cfg):
                         cfg["download"], cfg["num_train"], cfg["num_test"])
 
 
+# configuration keys (``pyrovae train`` flags) that choose one of the objectives above
+FLAGS = {"beta": "--beta", "capacity": "--capacity", "free_bits": "--free-bits"}
+
+
+def objective_from_config(cfg):
+    """The objective a run configuration asks for with ``beta``, ``capacity`` or ``free_bits``, else None.
+
+    ``capacity`` needs ``capacity_steps``; ``gamma`` defaults to 1000 (Burgess et
+    al. 2018). Contradictory settings raise a ValueError naming the flags: two of
+    these objectives at once, any of them with ``objective="iwae"``, ``dreg`` or
+    ``warmup``, and ``capacity_steps`` or ``gamma`` without ``capacity``.
+    """
+    given = [key for key in FLAGS if cfg.get(key) is not None]
+    if cfg.get("capacity") is None:
+        orphans = [flag for key, flag in (("capacity_steps", "--capacity-steps"), ("gamma", "--gamma"))
+                   if cfg.get(key) is not None]
+        if orphans:
+            raise ValueError(f"{' and '.join(orphans)} set the controlled-capacity objective: pass --capacity C too")
+    if not given:
+        return None
+    flag = FLAGS[given[0]]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(FLAGS[k] for k in given)} are different objectives: choose one")
+    conflicts = [f"--objective {cfg['objective']}"] if cfg.get("objective", "elbo") != "elbo" else []
+    conflicts += [f"--{key}" for key in ("dreg", "warmup") if cfg.get(key)]
+    if conflicts:
+        raise ValueError(f"{flag} reshapes the ELBO's KL term and does not combine with {', '.join(conflicts)}")
+    common = dict(analytic_kl=cfg.get("analytic_kl", True), num_particles=cfg.get("particles", 1))
+    if given == ["beta"]:
+        return BetaVAE(cfg["beta"], **common)
+    if given == ["free_bits"]:
+        return FreeBits(cfg["free_bits"], **common)
+    if cfg.get("capacity_steps") is None:
+        raise ValueError("--capacity needs --capacity-steps N: the number of SVI steps over which the target KL "
+                         "rises from 0 to the capacity")
+    gamma = 1000.0 if cfg.get("gamma") is None else cfg["gamma"]
+    return ControlledCapacity(cfg["capacity"], cfg["capacity_steps"], gamma, **common)
+
+
 OBJECTIVES = ("elbo", "iwae")
 
 
@@ -58,8 +98,6 @@ def make_objective(cfg):
 
     ``beta``, ``capacity`` or ``free_bits`` pick an objective of :mod:`pyrovae.infer.regularized` instead.
     """
-    from pyrovae.infer.regularized import objective_from_config
-
     regularized = objective_from_config(cfg)
     if regularized is not None:
         return regularized
@@ -115,13 +153,11 @@ def train(cfg, resume=False, progress=True):
 
 def write_pictures(model, guide, split, out, device="cpu"):
     """``samples.png`` and ``reconstructions.png`` in the run folder."""
-    torch.manual_seed(0)
-    x = split.fixed(0).materialize(torch.arange(min(32, len(split)))).to(device)
-    viz.save_reconstructions(model, guide, x, os.path.join(out, "reconstructions.png"))
-    try:
-        viz.save_grid(viz.sample_means(model, 64), os.path.join(out, "samples.png"), title="samples: mean of p(x|z), z ~ p(z)")
-    except (TypeError, ValueError, RuntimeError) as e:
-        warnings.warn(f"no samples.png: the model cannot sample without data (model(None, batch_size=B) failed: {e})")
+    batch = split.fixed(0).materialize(torch.arange(min(32, len(split)))).to(device)
+    viz.save_reconstructions(model, guide, batch.x, os.path.join(out, "reconstructions.png"), **batch.kwargs)
+    like = split.fixed(0).materialize(torch.arange(min(64, len(split)))).to(device)
+    viz.save_grid(viz.sample_means(model, like.x, **like.kwargs), os.path.join(out, "samples.png"),
+                  title="samples: mean of p(x|z), z ~ p(z)")
 
 
 def read_config(run_dir):

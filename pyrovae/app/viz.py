@@ -1,12 +1,16 @@
 """Pictures of a trained pair: samples, reconstructions, latent traversals,
 interpolations, latent scatter plots and training curves.
 
-Works for any pair whose data are images. Samples are the mean of the model's
-observed site given z ~ p(z) (the model is run with ``x=None, batch_size=B``),
-reconstructions the mean given z ~ q(z|x). Every other picture *decodes* chosen
-latent values: they are fixed in the model with ``pyro.poutine.condition`` and
-the picture is the mean of the observed site's distribution,
-E[x | z] (:func:`decode_means`).
+Works for any pair whose data are images (or flat data with a given image
+shape). Samples are the mean of the model's observed site given z ~ p(z) (the
+model runs on a batch of data that only gives the shapes, its observed site
+resampled: :mod:`pyrovae.infer.predictive`), reconstructions the mean given
+z ~ q(z|x). Every other picture *decodes* chosen latent values: they are fixed
+in the model with ``pyro.poutine.condition`` and the picture is the mean of the
+observed site's distribution, E[x | z] (:func:`decode_means`); a likelihood
+without a mean (an autoregressive decoder) shows a draw instead. An observed
+site of another shape than the data (a model that flattens images) is shown in
+the data's shape.
 
 Latent dimensions are ranked by their KL term (:func:`kl_per_dimension`), the
 per-dimension view of the rate KL(q(z|x) || p(z)) used to find the dimensions a
@@ -29,34 +33,54 @@ from pyro import poutine  # noqa: E402
 from torch.distributions import kl_divergence  # noqa: E402
 
 from pyrovae.evaluate import diagnostics  # noqa: E402
-from pyrovae.infer.distributions import factorised, site_mean  # noqa: E402
+from pyrovae.infer.distributions import distribution_mean, factorised, site_mean  # noqa: E402
 from pyrovae.infer.elbo import closed_form_kl_sites  # noqa: E402
-from pyrovae.infer.trace import latent_sites, observed_sites, run_pair, run_program  # noqa: E402
+from pyrovae.infer.predictive import ResampleObserved  # noqa: E402
+from pyrovae.infer.trace import (  # noqa: E402
+    evaluation_mode,
+    is_latent,
+    latent_sites,
+    observed_sites,
+    trace_pair,
+    trace_program,
+)
 
 
-def _observed_mean(sites):
-    site = next(iter(observed_sites(sites).values()), None)
-    if site is None:
-        site = next(s for s in reversed(list(sites.values())))
-    return site.fn.mean
+def _shown(site, like):
+    """The mean of an observed site's distribution (a draw where it has none), in the shape of the data ``like``."""
+    mean = distribution_mean(site["fn"])
+    value = site["value"] if mean is None else mean.expand_as(site["value"])
+    if value.shape != like.shape:
+        if value.numel() != like.numel():
+            raise ValueError(f"the observed site {site['name']!r} has shape {list(value.shape)}, which does not "
+                             f"reshape to the data's {list(like.shape)}")
+        value = value.reshape(like.shape)
+    return value
+
+
+def _obs(trace, obs_site, fixed=()):
+    sites = {n: s for n, s in observed_sites(trace).items() if n not in fixed}
+    if obs_site in trace.nodes:
+        return trace.nodes[obs_site]
+    if not sites:
+        raise ValueError(f"the model has no site {obs_site!r} and no observed site")
+    return next(iter(sites.values()))
 
 
 @torch.no_grad()
-def sample_means(model, num, obs_site="x"):
-    """Means of p(x|z) at the model's data site ``obs_site`` for ``num`` draws z ~ p(z)."""
-    with pyro.poutine.block():
-        sites = run_program(model, None, batch_size=num)
-    # with x=None the data site is sampled, not observed; a model with another name for it ends with it
-    site = sites.get(obs_site) or list(sites.values())[-1]
-    return site.fn.mean
+def sample_means(model, x, obs_site="x", **kwargs):
+    """Means of p(x|z) at ``obs_site`` for z ~ p(z), one per datum of ``x`` (which gives the shapes only)."""
+    with poutine.block():
+        tr = trace_program(ResampleObserved([obs_site])(model), x, **kwargs)
+    return _shown(_obs(tr, obs_site), x)
 
 
 @torch.no_grad()
-def reconstruction_means(model, guide, x):
+def reconstruction_means(model, guide, x, obs_site="x", **kwargs):
     """Means of p(x|z) for z ~ q(z|x): same shape as ``x``."""
-    with pyro.poutine.block():
-        _, model_sites = run_pair(model, guide, x)
-    return _observed_mean(model_sites)
+    with poutine.block(), evaluation_mode(model, guide):
+        pt = trace_pair(model, guide, x, enumerate=False, **kwargs)
+    return _shown(_obs(pt.model, obs_site), x)
 
 
 def image_grid(images, nrow=None, padding=2):
@@ -86,9 +110,9 @@ def save_grid(images, path, nrow=None, title=None):
     return path
 
 
-def save_reconstructions(model, guide, x, path):
+def save_reconstructions(model, guide, x, path, **kwargs):
     """Inputs (odd rows) above their reconstructions (even rows), 8 per row."""
-    recon = reconstruction_means(model, guide, x)
+    recon = reconstruction_means(model, guide, x, **kwargs)
     rows = []
     for start in range(0, x.shape[0], 8):
         rows += [x[start:start + 8], recon[start:start + 8]]
@@ -116,36 +140,41 @@ def _pick_site(sites, site):
 
 
 @torch.no_grad()
-def guide_means(guide, x):
-    """E_q[z | x] of every latent site of the guide, in the order sampled: ``{site: [N, *event]}``."""
+def guide_means(guide, x, **kwargs):
+    """E_q[z | x] of every latent site of the guide, in the order sampled: ``{site: [N, *event]}``.
+
+    Each site is drawn at its mean, so a site below another latent conditions
+    on its parent's mean: the codes are deterministic.
+    """
     with poutine.block():
-        sites = latent_sites(run_program(guide, x))
-    return {name: site_mean(s) for name, s in sites.items()}
+        tr = trace_program(_AtMeans()(guide), x, **kwargs)
+    return {name: s["value"] for name, s in latent_sites(tr).items()}
+
+
+class _AtMeans(poutine.messenger.Messenger):
+    """Draws every latent site at its distribution's mean (where it has one) instead of sampling it."""
+
+    def _pyro_sample(self, msg):
+        if is_latent(msg) and not msg["done"]:
+            mean = distribution_mean(msg["fn"])
+            if mean is not None:
+                msg["value"] = mean.expand(msg["fn"].shape())
+                msg["done"] = True
 
 
 @torch.no_grad()
-def decode_means(model, latents, obs_site="x"):
+def decode_means(model, latents, x, obs_site="x", **kwargs):
     """E[x | z] for chosen latent values ``latents`` = ``{site: [N, *event]}``.
 
-    The values are fixed with ``pyro.poutine.condition`` and the model is run as
-    ``model(None, batch_size=N)`` (as for samples); the result is the mean of the
-    data site ``obs_site`` (or, if the model names it otherwise, of its last
-    sample site that is not conditioned).
+    The values are fixed with ``pyro.poutine.condition`` and the model runs on
+    ``x`` (N data, shapes only) with its observed site resampled; the result is
+    the mean of ``obs_site`` in ``x``'s shape.
     """
     if not latents:
         raise ValueError("latents must name at least one latent site: {site: values [N, *event]}")
-    n = next(iter(latents.values())).shape[0]
-    try:
-        with poutine.block():
-            sites = run_program(poutine.condition(model, data=latents), None, batch_size=n)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise ValueError("decoding runs the model as model(None, batch_size=N) with the latent values fixed; "
-                         f"that call failed: {type(e).__name__}: {e}") from e
-    free = {name: s for name, s in sites.items() if name not in latents}
-    if not free:
-        raise ValueError(f"the model has no data site left to decode once {sorted(latents)} are fixed")
-    site = free.get(obs_site) or list(free.values())[-1]
-    return site.fn.mean
+    with poutine.block():
+        tr = trace_program(poutine.condition(ResampleObserved([obs_site])(model), data=latents), x, **kwargs)
+    return _shown(_obs(tr, obs_site, latents), x)
 
 
 # ---------------------------------------------------------------------------
@@ -188,10 +217,11 @@ def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"x must be a batch [N, *event] with N >= 1, got {type(x).__name__}")
     with poutine.block():
-        guide_sites, model_sites = run_pair(model, guide, x)
+        pt = trace_pair(model, guide, x, enumerate=False)
+    guide_sites, model_sites = pt.latents, latent_sites(pt.model)
     name = _pick_site(guide_sites, site)
     q, p = guide_sites[name], model_sites[name]
-    q_dims, p_dims = factorised(q.fn), factorised(p.fn)
+    q_dims, p_dims = factorised(q["fn"]), factorised(p["fn"])
     if q_dims is None or p_dims is None:
         means = site_mean(q).reshape(x.shape[0], -1)
         return LatentKL(name, means.var(0, correction=0), "variance-of-means")
@@ -253,20 +283,19 @@ def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dim
     for row, d in enumerate(dims):
         z[row * num_steps:(row + 1) * num_steps, d] = values[row]
     latents[kl.site] = z.reshape(latents[kl.site].shape)
-    images = decode_means(model, latents, obs_site)
+    images = decode_means(model, latents, x[base_index:base_index + 1].expand(n, *x.shape[1:]), obs_site)
     return Traversals(images.reshape(len(dims), num_steps, *images.shape[1:]), dims, values, kl)
 
 
 def _prior_moments(model, guide, x, site, flat_means):
     """Mean and standard deviation of p(z) at ``site`` per flattened dim (guide-mean statistics as a fallback)."""
     with poutine.block():
-        _, model_sites = run_pair(model, guide, x)
-    p = model_sites[site]
+        p = trace_pair(model, guide, x, enumerate=False).model.nodes[site]
     try:
-        loc, scale = p.fn.mean, p.fn.stddev
+        loc, scale = p["fn"].mean, p["fn"].stddev
     except NotImplementedError:
         return flat_means.mean(0), flat_means.std(0, correction=0)
-    return loc.expand_as(p.value).reshape(-1), scale.expand_as(p.value).reshape(-1)
+    return loc.expand_as(p["value"]).reshape(-1), scale.expand_as(p["value"]).reshape(-1)
 
 
 @torch.no_grad()
@@ -291,7 +320,8 @@ def interpolate(model, guide, x_start, x_end, num_steps=8, obs_site="x"):
         t = t.reshape(1, num_steps, *([1] * (start.dim() - 1)))
         path = (1 - t) * start.unsqueeze(1) + t * b[name].unsqueeze(1)
         latents[name] = path.reshape(n * num_steps, *start.shape[1:])
-    images = decode_means(model, latents, obs_site)
+    like = x_start.unsqueeze(1).expand(n, num_steps, *x_start.shape[1:]).reshape(n * num_steps, *x_start.shape[1:])
+    images = decode_means(model, latents, like, obs_site)
     return images.reshape(n, num_steps, *images.shape[1:])
 
 

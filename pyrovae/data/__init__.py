@@ -1,7 +1,7 @@
 """Datasets: the built-in procedural ``shapes``, dSprites, MNIST and Fashion-MNIST.
 
 :func:`load_dataset` returns a :class:`Dataset` of train / validation / test
-:class:`ImageSplit` s with values in [0, 1].
+:class:`~pyrovae.data.splits.Split` s with values in [0, 1].
 """
 
 import numpy as np
@@ -10,13 +10,13 @@ import torch
 from pyrovae.data.dsprites import DSprites
 from pyrovae.data.mnist import load_idx_split
 from pyrovae.data.shapes import ShapesFactors
-from pyrovae.data.splits import BINARIZE, Dataset, ImageSplit, check_images
+from pyrovae.data.splits import BINARIZE, Batch, Dataset, Split, as_split, check_data
 
 DATASETS = ("shapes", "dsprites", "mnist", "fashion-mnist")
 GROUND_TRUTH = ("shapes", "dsprites")
 
-__all__ = ["BINARIZE", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ImageSplit", "ShapesFactors",
-           "check_images", "ground_truth", "load_dataset"]
+__all__ = ["BINARIZE", "Batch", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ShapesFactors", "Split",
+           "as_split", "check_data", "ground_truth", "load_dataset"]
 
 
 def ground_truth(name, data_dir=None):
@@ -61,15 +61,15 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
         test_images, test_labels = test_images[:num_test], test_labels[:num_test]
     return Dataset(
         name,
-        ImageSplit(images[train_idx], labels[train_idx], binarize, seed),
-        ImageSplit(images[val_idx], labels[val_idx], binarize, seed + 1),
-        ImageSplit(test_images, test_labels, binarize, seed + 2),
+        Split(images[train_idx], labels[train_idx], binarize, seed),
+        Split(images[val_idx], labels[val_idx], binarize, seed + 1),
+        Split(test_images, test_labels, binarize, seed + 2),
     )
 
 
 def _factor_splits(name, grid, num_train, num_val, num_test, seed):
     def split(n, s):
         factors, images = grid.sample(n, np.random.default_rng(s))
-        return ImageSplit(images, torch.from_numpy(factors))
+        return Split(images, torch.from_numpy(factors))
 
     return Dataset(name, split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))

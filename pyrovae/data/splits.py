@@ -1,72 +1,219 @@
-"""In-memory image splits with static or dynamic binarization, and their batches."""
+"""The one data interface of pyrovae: a :class:`Split` of N data and its :class:`Batch` es.
 
-from dataclasses import dataclass
+A datum is one row of named fields. One field is the *observed* data (``"x"``
+by default): it is passed to the model and the guide as their first argument
+and scored by the model's observed site. Every other field is passed to both
+programs as a keyword argument of the same name -- ``model(x, y=y)``,
+``guide(x, y=y)`` -- so conditioning data (labels, covariates) travel with the
+batch. Data of any shape ``[N, *event]`` work: images, flat vectors, tabular
+rows, sequences.
+
+**Optional fields.** A keyword field may be missing for part of the data (the
+labels of semi-supervised learning): give its presence as a boolean mask,
+``Split({"x": x, "y": y}, present={"y": mask})``. Batches then never mix data
+with and without the field: each epoch the data with it and the data without
+it are shuffled and cut into batches separately, and the batches of both
+groups are interleaved in a random order; a batch without the field passes
+``y=None`` (the usual Pyro convention for "latent here").
+
+``labels`` are not passed to the pair: they colour pictures and carry the
+ground-truth factors of a dataset (metrics); name them in the fields to
+condition on them.
+"""
+
+from dataclasses import dataclass, field
 
 import torch
+import torch.utils.data
 
 BINARIZE = (None, "static", "dynamic")
 
 
-class ImageSplit:
-    """Images ``[N, C, H, W]`` with values in [0, 1], plus optional labels or factors.
+@dataclass
+class Batch:
+    """A batch: the observed data ``x`` and the keyword arguments of the pair."""
 
-    ``binarize``: ``None`` (use the values as they are), ``"static"`` (one
-    Bernoulli draw per pixel made here, from ``seed``, as in Larochelle's binarized
-    MNIST) or ``"dynamic"`` (a fresh Bernoulli draw per pixel each time a batch is
-    made, as in the IWAE paper's protocol).
-    """
+    x: torch.Tensor
+    kwargs: dict = field(default_factory=dict)
 
-    def __init__(self, images, labels=None, binarize=None, seed=0):
-        if binarize not in BINARIZE:
-            raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
-        images = torch.as_tensor(images)
-        if images.dtype == torch.uint8 and images.max() > 1:
-            images = images.float() / 255.0
-        images = images.float()
-        check_images(images)
-        if binarize == "static":
-            images = torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
-        self.images = images
-        self.labels = None if labels is None else torch.as_tensor(labels)
-        self.binarize = binarize
+    def to(self, device):
+        return Batch(self.x.to(device), {k: None if v is None else v.to(device) for k, v in self.kwargs.items()})
 
     def __len__(self):
-        return len(self.images)
+        return self.x.shape[0]
+
+    def call(self, fn, **extra):
+        """``fn(x, **kwargs, **extra)``."""
+        return fn(self.x, **self.kwargs, **extra)
+
+
+class Split:
+    """N data with named fields; the observed field ``obs`` is binarized, scaled and checked.
+
+    ``data``: a tensor ``[N, *event]`` (the observed field alone) or a dict of
+    tensors with N rows each. A uint8 observed field is scaled to [0, 1].
+    ``binarize``: ``None`` (values as they are), ``"static"`` (one Bernoulli
+    draw per value made here, from ``seed``, as in Larochelle's binarized MNIST)
+    or ``"dynamic"`` (a fresh draw each time a batch is made, as in the IWAE
+    paper's protocol); both need values in [0, 1]. ``labels``: an optional
+    tensor with N rows for pictures and metrics. ``present``: ``{field: bool
+    mask [N]}`` for optional fields (module doc).
+    """
+
+    def __init__(self, data, labels=None, binarize=None, seed=0, obs="x", present=None):
+        if binarize not in BINARIZE:
+            raise ValueError(f"binarize must be one of {BINARIZE}, got {binarize!r}")
+        fields = dict(data) if isinstance(data, dict) else {obs: data}
+        if obs not in fields:
+            raise ValueError(f"the observed field {obs!r} is not among the data's fields {sorted(fields)}")
+        fields = {k: torch.as_tensor(v) for k, v in fields.items()}
+        x = fields[obs]
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif not x.is_floating_point():
+            x = x.float()
+        check_data(x, obs, unit_interval=binarize is not None)
+        if binarize == "static":
+            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+        fields[obs] = x
+        n = x.shape[0]
+        for name, value in fields.items():
+            if value.dim() == 0 or value.shape[0] != n:
+                raise ValueError(f"field {name!r} has {value.shape[0] if value.dim() else 0} rows but the observed "
+                                 f"field {obs!r} has {n}")
+        self.fields, self.obs, self.binarize = fields, obs, binarize
+        self.labels = None if labels is None else torch.as_tensor(labels)
+        if self.labels is not None and len(self.labels) != n:
+            raise ValueError(f"{len(self.labels)} labels for {n} data: every datum needs one label row")
+        self.present = {k: torch.as_tensor(v, dtype=torch.bool) for k, v in (present or {}).items()}
+        for name, mask in self.present.items():
+            if name not in fields or name == obs:
+                raise ValueError(f"present names {name!r}, which is not a keyword field of the data "
+                                 f"({sorted(set(fields) - {obs})})")
+            if mask.shape != (n,):
+                raise ValueError(f"present[{name!r}] must be a boolean mask of shape [{n}], got {list(mask.shape)}")
+
+    def __len__(self):
+        return self.data.shape[0]
+
+    @property
+    def data(self):
+        """The observed field ``[N, *event]``."""
+        return self.fields[self.obs]
+
+    @property
+    def event_shape(self):
+        return tuple(self.data.shape[1:])
 
     @property
     def image_shape(self):
-        return tuple(self.images.shape[1:])
+        """The event shape when the data are images ``[C, H, W]``, else None."""
+        return self.event_shape if len(self.event_shape) == 3 else None
+
+    @property
+    def keywords(self):
+        """The names of the keyword fields passed to the pair."""
+        return [k for k in self.fields if k != self.obs]
 
     def batches(self, batch_size, generator=None, shuffle=False, device="cpu"):
-        """Yield float batches; ``generator`` drives shuffling and dynamic binarization."""
-        n = len(self.images)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            yield self.materialize(order[start:start + batch_size], generator).to(device)
+        """Yield :class:`Batch` es; ``generator`` drives shuffling and dynamic binarization."""
+        for index in self.batch_indices(batch_size, generator, shuffle):
+            yield self.materialize(index, generator).to(device)
+
+    def batch_indices(self, batch_size, generator=None, shuffle=False):
+        """Row indices of each batch: one group per pattern of present optional fields (module doc)."""
+        groups = self._groups()
+        cuts = []
+        for rows in groups:
+            if shuffle:
+                rows = rows[torch.randperm(len(rows), generator=generator)]
+            cuts += [rows[s:s + batch_size] for s in range(0, len(rows), batch_size)]
+        if shuffle and len(groups) > 1:
+            cuts = [cuts[i] for i in torch.randperm(len(cuts), generator=generator).tolist()]
+        return cuts
+
+    def _groups(self):
+        n = len(self)
+        if not self.present:
+            return [torch.arange(n)]
+        key = torch.zeros(n, dtype=torch.long)
+        for i, mask in enumerate(self.present.values()):
+            key |= mask.long() << i
+        return [torch.nonzero(key == k).squeeze(1) for k in torch.unique(key, sorted=True).tolist()]
 
     def materialize(self, index, generator=None):
-        x = self.images[index]
+        """The :class:`Batch` of rows ``index`` (they must agree on which optional fields are present)."""
+        x = self.data[index]
         if self.binarize == "dynamic":
             x = torch.bernoulli(x, generator=generator)
-        return x
+        kwargs = {}
+        for name in self.keywords:
+            mask = self.present.get(name)
+            if mask is not None and not bool(mask[index].all()):
+                if bool(mask[index].any()):
+                    raise ValueError(f"a batch mixes data with and without field {name!r}")
+                kwargs[name] = None
+            else:
+                kwargs[name] = self.fields[name][index]
+        return Batch(x, kwargs)
 
     def fixed(self, seed=0):
         """This split with any dynamic binarization drawn once (for validation and test bounds)."""
         if self.binarize != "dynamic":
             return self
-        return ImageSplit(self.images, self.labels, "static", seed)
+        return self._with(fields={**self.fields, self.obs: torch.bernoulli(
+            self.data, generator=torch.Generator().manual_seed(seed))}, binarize=None)
+
+    def subset(self, index):
+        """The rows ``index`` (an int n: the first n) as a new split."""
+        if isinstance(index, int):
+            index = torch.arange(min(index, len(self)))
+        return self._with(fields={k: v[index] for k, v in self.fields.items()},
+                          labels=None if self.labels is None else self.labels[index],
+                          present={k: v[index] for k, v in self.present.items()})
+
+    def _with(self, **changes):
+        out = object.__new__(Split)
+        out.__dict__.update(self.__dict__)
+        out.__dict__.update(changes)
+        return out
 
 
-def check_images(images, name="data"):
-    """Raise a ValueError naming the problem if ``images`` is not ``[N, C, H, W]`` of finite values in [0, 1]."""
-    if images.dim() != 4:
-        raise ValueError(f"{name} must be images of shape [N, C, H, W], got shape {list(images.shape)}")
-    if not torch.isfinite(images).all():
-        bad = (~torch.isfinite(images)).sum().item()
+def check_data(x, name="data", unit_interval=False):
+    """Raise a ValueError naming the problem if ``x`` is not ``[N, *event]`` with N >= 1 of finite values."""
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one datum along dim 0, got shape {list(x.shape)}")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} holds {bad} NaN or infinite values")
-    lo, hi = images.min().item(), images.max().item()
-    if lo < 0 or hi > 1:
-        raise ValueError(f"{name} values must lie in [0, 1] (images as floats), found range [{lo}, {hi}]")
+    if unit_interval:
+        lo, hi = x.min().item(), x.max().item()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name} values must lie in [0, 1] to be binarized, found range [{lo}, {hi}]")
+
+
+def as_split(data, obs="x"):
+    """Any data pyrovae takes, as a :class:`Split`: a Split as it is; a tensor; a dict of tensors;
+    a torch ``Dataset`` or ``DataLoader`` whose items are such dicts, or tuples whose first element is
+    the observed field (the rest are dropped; give a dict to pass them to the pair).
+
+    A Dataset (a DataLoader's ``.dataset``) is read once into memory.
+    """
+    if isinstance(data, Split):
+        return data
+    if isinstance(data, (torch.Tensor, dict)):
+        return Split(data, obs=obs)
+    dataset = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    if not isinstance(dataset, torch.utils.data.Dataset) or not hasattr(dataset, "__len__"):
+        raise TypeError(f"data must be a tensor, a dict of tensors, a pyrovae Split or a torch Dataset/DataLoader, "
+                        f"got {type(data).__name__}")
+    items = [dataset[i] for i in range(len(dataset))]
+    if not items:
+        raise ValueError("the dataset is empty")
+    if isinstance(items[0], dict):
+        return Split({k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}, obs=obs)
+    first = [it[0] if isinstance(it, (tuple, list)) else it for it in items]
+    return Split(torch.stack([torch.as_tensor(v) for v in first]), obs=obs)
 
 
 @dataclass
@@ -74,29 +221,14 @@ class Dataset:
     """A dataset's train, validation and test splits."""
 
     name: str
-    train: ImageSplit
-    val: ImageSplit
-    test: ImageSplit
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def event_shape(self):
+        return self.train.event_shape
 
     @property
     def image_shape(self):
         return self.train.image_shape
-
-
-def data_tensor(data, seed=0):
-    """``data`` as one tensor ``[N, *event]``: a tensor as it is, an :class:`ImageSplit`'s images with any
-    dynamic binarization drawn once from ``seed`` (0 when ``None``). Estimators and diagnostics take either."""
-    if isinstance(data, ImageSplit):
-        return data.fixed(0 if seed is None else seed).images
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a tensor [N, *event] or an ImageSplit, got {type(data).__name__}")
-    if data.dim() < 1 or data.shape[0] == 0:
-        raise ValueError(f"data must hold at least one datapoint along dim 0, got shape {list(data.shape)}")
-    return data
-
-
-def batches_of(x, batch_size, device=None):
-    """Consecutive slices of ``x`` along dim 0, moved to ``device`` when given."""
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start:start + batch_size]
-        yield batch if device is None else batch.to(device)

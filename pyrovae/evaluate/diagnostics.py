@@ -1,9 +1,17 @@
 """What a trained pair's latent code carries: active units, KL per dimension, ELBO surgery.
 
-All three read any (model, guide) pair through :func:`pyrovae.infer.trace.run_program`,
-with S guide draws per datapoint vectorized under an outer
-``pyro.plate("particles", S)``, so hierarchical guides (a site whose
-distribution depends on another latent) are handled like one-layer ones.
+All three read any (model, guide) pair through Pyro's traces
+(:func:`pyrovae.infer.trace.trace_pair`), with S guide draws per datapoint
+vectorized under an outer ``pyro.plate("particles", S)``, so hierarchical
+guides (a site whose distribution depends on another latent) are handled like
+one-layer ones. Sites marked for enumeration are drawn here like any other;
+the pair runs in eval mode.
+
+**Discrete sites** (a Categorical) have no "active units": for them
+:func:`active_units` reports how the posterior uses the classes instead --
+the entropy of the aggregate posterior (1/N) sum_n q(y | x_n) and its
+effective number of classes exp(H), beside the mean entropy of q(y | x_n)
+(low: confident assignments).
 
 **Active units** (Burda, Grosse & Salakhutdinov 2015, "Importance Weighted
 Autoencoders", arXiv 1509.00519, section 5.2): latent dimension u is active when
@@ -49,10 +57,20 @@ import pyro
 import torch
 from pyro import poutine
 
-from pyrovae.data.splits import batches_of, data_tensor
+from pyrovae.data.splits import as_split
 from pyrovae.infer.distributions import base_distribution, distribution_mean, kl_or_log_ratio
 from pyrovae.infer.elbo import closed_form_kl_sites
-from pyrovae.infer.trace import DATA_PLATE, PARTICLE_PLATE, PairError, latent_sites, max_plate_nesting, run_pair, run_program
+from pyrovae.infer.trace import (
+    PARTICLE_PLATE,
+    PairError,
+    data_dim,
+    evaluation_mode,
+    is_sample,
+    latent_sites,
+    max_plate_nesting,
+    trace_pair,
+    trace_program,
+)
 from pyrovae.util import positive_int, seeded
 
 __all__ = ["ActiveUnits", "ELBOSurgery", "active_units", "elbo_surgery", "format_active_units",
@@ -60,13 +78,10 @@ __all__ = ["ActiveUnits", "ELBOSurgery", "active_units", "elbo_surgery", "format
 
 
 def _batch_dims(site, particle_dim):
-    """Indices of the particle and data dims in ``site.value`` (batch shape left-padded to the particle dim)."""
-    data_dim = site.plate_dim(DATA_PLATE)
-    if data_dim is None:
-        raise PairError(f"latent site {site.name!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size): "
-                        "diagnostics need every latent site to be local to the data plate")
-    n_batch = max(site.value.dim() - len(site.fn.event_shape), -particle_dim)
-    return n_batch, n_batch + particle_dim, n_batch + data_dim
+    """Indices of the particle and data dims in the site's value (batch shape left-padded to the particle dim)."""
+    d = data_dim(site)
+    n_batch = max(site["value"].dim() - len(site["fn"].event_shape), -particle_dim)
+    return n_batch, n_batch + particle_dim, n_batch + d
 
 
 def _per_datum(t, site, particle_dim, per_draw=False):
@@ -77,16 +92,37 @@ def _per_datum(t, site, particle_dim, per_draw=False):
     shape (one number per draw, like a log-density), giving ``[S, B, 1]``.
     """
     n_batch, p, d = _batch_dims(site, particle_dim)
-    n_event = len(site.fn.event_shape)
-    shape = (1,) * (n_batch + n_event - site.value.dim()) + tuple(site.value.shape)
+    n_event = len(site["fn"].event_shape)
+    shape = (1,) * (n_batch + n_event - site["value"].dim()) + tuple(site["value"].shape)
     if per_draw:
         shape = shape[:n_batch]
     t = t.expand(shape)
     return t.movedim((p, d), (0, 1)).reshape(shape[p], shape[d], -1)
 
 
-def _particle_dim(model, guide, x):
-    return -max_plate_nesting(model, guide, x) - 1
+def _batches(data, batch_size, device, seed):
+    split = as_split(data).fixed(0 if seed is None else seed)
+    return split, list(split.batches(batch_size, device=device or "cpu"))
+
+
+def _sampled_pair(model, guide, batch, num_samples, nesting):
+    """The pair on a batch with S draws per datum, every site drawn (none enumerated)."""
+    return trace_pair(model, guide, batch.x, num_particles=num_samples, nesting=nesting, enumerate=False,
+                      **batch.kwargs)
+
+
+def _is_categorical(site):
+    return type(base_distribution(site["fn"])).__name__ == "Categorical"
+
+
+def _class_probs(site, particle_dim):
+    """q(y = c | x) of a Categorical site as ``[S, B, C]`` (extra plates averaged), float64."""
+    probs = base_distribution(site["fn"]).probs
+    n_batch, p, d = _batch_dims(site, particle_dim)
+    value = site["value"]
+    shape = (1,) * (n_batch - value.dim()) + tuple(value.shape) + probs.shape[-1:]
+    probs = probs.expand(shape).movedim((p, d), (0, 1))
+    return probs.reshape(shape[p], shape[d], -1, probs.shape[-1]).double().mean(2)
 
 
 # -- active units ------------------------------------------------------------
@@ -98,77 +134,98 @@ def format_active_units(counts):
 
 @dataclass
 class ActiveUnits:
-    """Active units per latent site (Burda et al. 2015, section 5.2).
+    """Active units per latent site (Burda et al. 2015, section 5.2), and class usage of discrete sites.
 
     ``counts[site]``: the number of dims with A_u > ``threshold``;
     ``variance[site]``: A_u = Cov_x(E_q[u|x]) per dim, a tensor ``[D]``;
     ``dims[site]``: the site's number of dims. Sites are in the guide's order.
-    ``str()`` gives the table's "16+5" form.
+    ``discrete[site]``: for a Categorical site, ``{"classes", "entropy",
+    "effective_classes", "mean_entropy"}`` (module doc). ``str()`` gives the
+    table's "16+5" form.
     """
 
     counts: dict
     variance: dict
     dims: dict
     threshold: float
+    discrete: dict = field(default_factory=dict)
 
     def __str__(self):
         return format_active_units(self.counts)
 
     def describe(self):
-        """``"16+5 (z1: 16/100, z2: 5/50)"``."""
+        """``"16+5 (z1: 16/100, z2: 5/50)"``, then the class usage of discrete sites."""
         sites = ", ".join(f"{name}: {c}/{self.dims[name]}" for name, c in self.counts.items())
-        return f"{self} ({sites})"
+        out = f"{self} ({sites})" if self.counts else "no continuous latent"
+        for name, u in self.discrete.items():
+            out += (f"; {name}: {u['effective_classes']:.2f} of {u['classes']} classes in use (aggregate entropy "
+                    f"{u['entropy']:.3f} nats, mean entropy of q {u['mean_entropy']:.3f})")
+        return out
 
     def to_dict(self):
         return {"counts": dict(self.counts), "dims": dict(self.dims), "threshold": self.threshold,
-                "variance": {name: v.tolist() for name, v in self.variance.items()}}
+                "variance": {name: v.tolist() for name, v in self.variance.items()},
+                "discrete": dict(self.discrete)}
+
+
+def _class_usage(probs):
+    """Usage of a discrete site from its posterior probabilities ``[N, C]``."""
+    mean = probs.mean(0)
+    entropy = float(-(mean * mean.clamp(min=1e-30).log()).sum())
+    mean_entropy = float(-(probs * probs.clamp(min=1e-30).log()).sum(-1).mean())
+    return {"classes": int(probs.shape[-1]), "entropy": entropy, "effective_classes": math.exp(entropy),
+            "mean_entropy": mean_entropy}
 
 
 def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size=100, device=None, seed=0):
     """Active units of every latent site: A_u = Cov_x(E_q[u|x]) > ``threshold`` (Burda et al. 2015, sec. 5.2).
 
-    ``data``: a tensor ``[N, *event]`` (N >= 2) or an ImageSplit (dynamic
-    binarization drawn once from ``seed``). E_q[u|x] is the mean of the site's
-    distribution averaged over ``num_samples`` guide draws of its parents (exact
-    for a site that depends on x only; the draw itself where the distribution
-    has no mean). Cov_x is the sample variance over the N datapoints.
+    ``data``: any data :func:`~pyrovae.data.splits.as_split` takes, N >= 2
+    (dynamic binarization drawn once from ``seed``). E_q[u|x] is the mean of the
+    site's distribution averaged over ``num_samples`` guide draws of its parents
+    (exact for a site that depends on x only; the draw itself where the
+    distribution has no mean). Cov_x is the sample variance over the N
+    datapoints. Categorical sites get their class usage instead (module doc).
     Returns :class:`ActiveUnits`.
     """
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not threshold >= 0:
         raise ValueError(f"threshold must be a non-negative number, got {threshold!r}")
     positive_int("num_samples", num_samples)
     positive_int("batch_size", batch_size)
-    x_all = data_tensor(data, seed)
-    if x_all.shape[0] < 2:
-        raise ValueError(f"active units need at least 2 datapoints (a variance over x), got {x_all.shape[0]}")
-    means = {}
-    with seeded(seed, device), torch.no_grad(), poutine.block():
-        particle_dim = None
-        for x in batches_of(x_all, batch_size, device):
-            if particle_dim is None:
-                particle_dim = _particle_dim(model, guide, x)
+    split, batches = _batches(data, batch_size, device, seed)
+    if len(split) < 2:
+        raise ValueError(f"active units need at least 2 datapoints (a variance over x), got {len(split)}")
+    means, probs = {}, {}
+    with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
+        nesting = max_plate_nesting(model, guide, batches[0].x, **batches[0].kwargs)
+        particle_dim = -nesting - 1
+        for batch in batches:
             with pyro.plate(PARTICLE_PLATE, num_samples, dim=particle_dim):
-                sites = latent_sites(run_program(guide, x))
+                sites = latent_sites(trace_program(guide, batch.x, **batch.kwargs))
             for name, site in sites.items():
-                mean = distribution_mean(site.fn)
-                mean = site.value if mean is None else mean
+                if _is_categorical(site):
+                    probs.setdefault(name, []).append(_class_probs(site, particle_dim).mean(0))
+                    continue
+                mean = distribution_mean(site["fn"])
+                mean = site["value"] if mean is None else mean
                 means.setdefault(name, []).append(_per_datum(mean, site, particle_dim).double().mean(0))
     variance = {name: torch.cat(m).var(0) for name, m in means.items()}
     counts = {name: int((v > threshold).sum()) for name, v in variance.items()}
     return ActiveUnits(counts, {n: v.float().cpu() for n, v in variance.items()},
-                       {n: v.numel() for n, v in variance.items()}, float(threshold))
+                       {n: v.numel() for n, v in variance.items()}, float(threshold),
+                       {n: _class_usage(torch.cat(p).cpu()) for n, p in probs.items()})
 
 
 # -- KL per dimension ----------------------------------------------------------
 
-def _pair_runs(model, guide, x_all, num_samples, batch_size, device):
+def _pair_runs(model, guide, batches, num_samples):
     """Yield ``(guide_sites, model_sites, particle_dim)`` for each batch, S draws per datapoint."""
-    particle_dim = None
-    for x in batches_of(x_all, batch_size, device):
-        if particle_dim is None:
-            particle_dim = _particle_dim(model, guide, x)
-        guide_sites, model_sites = run_pair(model, guide, x, num_particles=num_samples, particle_dim=particle_dim)
-        yield guide_sites, model_sites, particle_dim
+    nesting = None
+    for batch in batches:
+        if nesting is None:
+            nesting = max_plate_nesting(model, guide, batch.x, **batch.kwargs)
+        pt = _sampled_pair(model, guide, batch, num_samples, nesting)
+        yield pt.latents, latent_sites(pt.model), pt.particle_dim
 
 
 def _site_kl(q, p, particle_dim, per_dim, closed_form):
@@ -178,13 +235,13 @@ def _site_kl(q, p, particle_dim, per_dim, closed_form):
     the guide keeps that unbiased, :func:`pyrovae.infer.elbo.closed_form_kl_sites`);
     otherwise log q(z | ...) - log p(z | ...) at the draw.
     """
-    q_fn, p_fn = (base_distribution(q.fn), base_distribution(p.fn)) if per_dim else (q.fn, p.fn)
+    q_fn, p_fn = (base_distribution(q["fn"]), base_distribution(p["fn"])) if per_dim else (q["fn"], p["fn"])
     if per_dim:
         for fn, who in ((q_fn, "guide"), (p_fn, "model")):
             if fn.event_shape:
-                raise ValueError(f"latent site {q.name!r}: the {who}'s {type(fn).__name__} does not factorize "
+                raise ValueError(f"latent site {q['name']!r}: the {who}'s {type(fn).__name__} does not factorize "
                                  "over dimensions, so the site has no KL per dimension")
-    kl = kl_or_log_ratio(q_fn, p_fn, q.value, closed_form)
+    kl = kl_or_log_ratio(q_fn, p_fn, q["value"], closed_form)
     return _per_datum(kl, q, particle_dim, per_draw=not per_dim)
 
 
@@ -212,28 +269,27 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     """
     positive_int("num_samples", num_samples)
     positive_int("batch_size", batch_size)
-    x_all = data_tensor(data, seed)
+    split, batches = _batches(data, batch_size, device, seed)
     sums = {}
-    with seeded(seed, device), torch.no_grad(), poutine.block():
-        for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size,
-                                                                 device):
+    with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
+        for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples):
             for name, kl in _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites).items():
                 sums[name] = sums.get(name, 0) + kl.double().mean(0).sum(0).cpu()
-    return {name: (s / x_all.shape[0]).float() for name, s in sums.items()}
+    return {name: (s / len(split)).float() for name, s in sums.items()}
 
 
-def _average_kl(model, guide, x_all, num_samples, batch_size, device):
+def _average_kl(model, guide, batches, num_samples):
     """(1/N) sum_n KL(q(z|x_n) || p(z)) over all latent sites, and its Monte Carlo standard error.
 
     The error comes from the spread of the per-datapoint estimate over its
     ``num_samples`` draws (zero where every site's KL is in closed form).
     """
-    total, var = 0.0, 0.0
-    for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, x_all, num_samples, batch_size, device):
+    total, var, n = 0.0, 0.0, 0
+    for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples):
         kl = sum(_site_kls(guide_sites, model_sites, particle_dim, per_dim=False).values())[..., 0].double()
         total += float(kl.mean(0).sum())
         var += float((kl.var(0) / num_samples).sum())
-    n = x_all.shape[0]
+        n += kl.shape[1]
     return total / n, math.sqrt(var) / n
 
 
@@ -265,52 +321,57 @@ class ELBOSurgery:
 
 def _log_density(sites, particle_dim):
     """sum over ``sites`` of log fn(value), as ``[S, B]``."""
-    return sum(_per_datum(s.fn.log_prob(s.value), s, particle_dim, per_draw=True)[..., 0] for s in sites)
+    return sum(_per_datum(s["fn"].log_prob(s["value"]), s, particle_dim, per_draw=True)[..., 0] for s in sites)
 
 
 def _as_points(site, particle_dim):
     """A draw ``[1, M, ...]`` (one particle, M datapoints) as ``[M, 1, ...]``: the M points along the particle dim."""
     n_batch, p, d = _batch_dims(site, particle_dim)
-    value = site.value.reshape((1,) * (n_batch + len(site.fn.event_shape) - site.value.dim()) + site.value.shape)
-    return dataclasses.replace(site, value=value.transpose(p, d))
+    value = site["value"]
+    value = value.reshape((1,) * (n_batch + len(site["fn"].event_shape) - value.dim()) + value.shape)
+    return {**site, "value": value.transpose(p, d)}
 
 
-def _log_q_block(guide, x, points, particle_dim):
-    """log q(z_m | x_n) ``[M, N_block]``: the guide run on ``x`` with its latents conditioned on the M points.
+def _log_q_block(guide, batch, points, particle_dim):
+    """log q(z_m | x_n) ``[M, N_block]``: the guide run on the batch with its latents conditioned on the M points.
 
     ``points``: ``{name: site}`` with values ``[M, 1, ...]`` (see :func:`_as_points`);
     each is expanded (a view) along the data dim to the block's size, so the
     guide's networks see the shapes of any particle-vectorized run.
     """
-    replay = {}
+    values = {}
     for name, site in points.items():
         _, p, d = _batch_dims(site, particle_dim)
-        shape = list(site.value.shape)
-        num_points, shape[d] = shape[p], x.shape[0]
-        replay[name] = dataclasses.replace(site, value=site.value.expand(shape))
+        shape = list(site["value"].shape)
+        num_points, shape[d] = shape[p], len(batch)
+        values[name] = site["value"].expand(shape)
     with pyro.plate(PARTICLE_PLATE, num_points, dim=particle_dim):
-        sites = latent_sites(run_program(guide, x, replay=replay))
+        tr = trace_program(poutine.condition(guide, data=values), batch.x, **batch.kwargs)
+    sites = {n: s for n, s in tr.nodes.items() if is_sample(s) and n in values}
     if set(sites) != set(points):
         raise PairError(f"the guide's latent sites changed between runs: {sorted(points)}, then {sorted(sites)}")
     return _log_density(sites.values(), particle_dim)
 
 
-def _point_block(model, guide, x_all, idx, particle_dim, data_block, device):
+def _point_block(model, guide, split, idx, nesting, data_block, device):
     """Points z_m ~ q(z | x_idx[m]): (log q(z_m | x_{n_m}), log q(z_m), log p(z_m)), each ``[M]`` float64 on the CPU."""
-    x_sel = x_all[idx] if device is None else x_all[idx].to(device)
-    guide_sites, model_sites = run_pair(model, guide, x_sel, num_particles=1, particle_dim=particle_dim)
-    log_p = _log_density([model_sites[name] for name in guide_sites], particle_dim)[0].double().cpu()
-    points = {name: _as_points(site, particle_dim) for name, site in guide_sites.items()}
+    chosen = split.materialize(idx).to(device or "cpu")
+    pt = _sampled_pair(model, guide, chosen, 1, nesting)
+    particle_dim = pt.particle_dim
+    log_p = _log_density([pt.model.nodes[name] for name in pt.latents], particle_dim)[0].double().cpu()
+    points = {name: _as_points(site, particle_dim) for name, site in pt.latents.items()}
     m = idx.shape[0]
     log_sum = torch.full((m,), -math.inf, dtype=torch.float64)
     own = torch.empty(m, dtype=torch.float64)
-    for start in range(0, x_all.shape[0], data_block):
-        x = x_all[start:start + data_block]
-        block = _log_q_block(guide, x if device is None else x.to(device), points, particle_dim).double().cpu()
+    n = len(split)
+    for start in range(0, n, data_block):
+        block_idx = torch.arange(start, min(n, start + data_block))
+        batch = split.materialize(block_idx).to(device or "cpu")
+        block = _log_q_block(guide, batch, points, particle_dim).double().cpu()
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(block, 1))
-        mine = ((idx >= start) & (idx < start + x.shape[0])).nonzero()[:, 0]
+        mine = ((idx >= start) & (idx < start + len(batch))).nonzero()[:, 0]
         own[mine] = block[mine, idx[mine] - start]
-    return own, log_sum - math.log(x_all.shape[0]), log_p
+    return own, log_sum - math.log(n), log_p
 
 
 def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size=100, point_block=1024,
@@ -329,24 +390,24 @@ def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size
     with their product times the latent size); log q and log p are joint
     densities over all latent sites. ``avg_kl`` is computed separately over all N
     datapoints (closed form per site where torch knows it, else Monte Carlo with
-    ``num_samples`` draws). I^ <= log N holds exactly. ``data``: a tensor
-    ``[N, *event]`` or an ImageSplit (dynamic binarization drawn once from
+    ``num_samples`` draws). I^ <= log N holds exactly. ``data``: any data
+    :func:`~pyrovae.data.splits.as_split` takes (dynamic binarization drawn once from
     ``seed``). Returns :class:`ELBOSurgery`.
     """
     for name, value in (("num_points", num_points), ("num_samples", num_samples), ("batch_size", batch_size),
                         ("point_block", point_block), ("data_block", data_block)):
         positive_int(name, value)
-    x_all = data_tensor(data, seed)
-    n = x_all.shape[0]
+    split, batches = _batches(data, batch_size, device, seed)
+    n = len(split)
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(n, generator=g)[:num_points] if num_points <= n else torch.randint(n, (num_points,),
                                                                                               generator=g)
     mi, mkl = [], []
-    with seeded(seed, device), torch.no_grad(), poutine.block():
-        avg_kl, avg_kl_se = _average_kl(model, guide, x_all, num_samples, batch_size, device)
-        particle_dim = _particle_dim(model, guide, x_all[:1] if device is None else x_all[:1].to(device))
+    with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
+        avg_kl, avg_kl_se = _average_kl(model, guide, batches, num_samples)
+        nesting = max_plate_nesting(model, guide, batches[0].x, **batches[0].kwargs)
         for start in range(0, num_points, point_block):
-            own, log_q, log_p = _point_block(model, guide, x_all, index[start:start + point_block], particle_dim,
+            own, log_q, log_p = _point_block(model, guide, split, index[start:start + point_block], nesting,
                                              data_block, device)
             mi.append(own - log_q)
             mkl.append(log_q - log_p)

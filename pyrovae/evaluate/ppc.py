@@ -25,11 +25,15 @@ the fraction of extreme ones, and a dataset-level version, its mean over the dat
 (named ``mean_<name>``). Any other statistic gets elementwise p-values (a scalar
 statistic one p-value, ``pixel_means`` one per pixel).
 
-The pair is read through :class:`pyro.infer.Predictive`: the guide is run on
-``x`` for the latent draws, then the model is run as ``model(None,
-batch_size=B)`` conditioned on them, so the observed site is sampled. Results go
-into an ArviZ ``InferenceData`` (groups ``posterior``, ``posterior_predictive``,
-``observed_data``, ``log_likelihood``; one chain).
+The pair is read through Pyro's traces (:mod:`pyrovae.infer.predictive`): the
+guide's S draws per datum are replayed into ``model(x, **kwargs)`` with the
+observed site resampled instead of scored, so no ``batch_size`` argument is
+needed; the same draws replayed with the site observed give the pointwise
+log-likelihood log p(x_i | z_i^s). When the observed site has another shape
+than ``x`` (a model that flattens images) the replicated data are reshaped to
+``x``'s shape. Results go into an ArviZ ``InferenceData`` (groups
+``posterior``, ``posterior_predictive``, ``observed_data``,
+``log_likelihood``; one chain).
 """
 
 import os
@@ -45,9 +49,16 @@ import numpy as np  # noqa: E402
 import pyro  # noqa: E402
 import torch  # noqa: E402
 from pyro import poutine  # noqa: E402
-from pyro.infer import Predictive  # noqa: E402
 
-from pyrovae.infer.trace import DATA_PLATE, PARTICLE_PLATE, PairError, max_plate_nesting, run_program  # noqa: E402
+from pyrovae.data.splits import as_split  # noqa: E402
+from pyrovae.infer.predictive import draws_per_datum, predictive_trace  # noqa: E402
+from pyrovae.infer.trace import (  # noqa: E402
+    PairError,
+    evaluation_mode,
+    is_latent,
+    max_plate_nesting,
+    trace_pair,
+)
 from pyrovae.util import chunk_sizes, positive_int, seeded  # noqa: E402
 
 # ---------------------------------------------------------------------------
@@ -60,92 +71,70 @@ def _check_data(x):
                          f"{' of shape ' + str(list(x.shape)) if isinstance(x, torch.Tensor) else ''}")
 
 
-def _draw_model(model, posterior_samples, num_samples, batch_size, parallel):
-    """All sample sites of ``model(None, batch_size=B)``, conditioned on ``posterior_samples``."""
-    predictive = Predictive(model, posterior_samples=posterior_samples, num_samples=num_samples,
-                            return_sites=None, parallel=parallel)
-    try:
-        return predictive(None, batch_size=batch_size)
-    except (TypeError, ValueError, AttributeError) as e:
-        raise PairError("the predictive checks run the model as model(None, batch_size=B) to sample the data "
-                        f"site; that call failed: {type(e).__name__}: {e}") from e
+def _as_data_shape(draws, x):
+    """Replicated data ``[S, B, *site event]`` in ``x``'s shape ``[S, *x.shape]`` where the sizes agree."""
+    target = (draws.shape[0], *x.shape)
+    if tuple(draws.shape) == target:
+        return draws
+    if draws.numel() != torch.Size(target).numel():
+        raise PairError(f"the observed site draws {list(draws.shape[1:])} values per draw but the data are "
+                        f"{list(x.shape)}: the site does not score the data x")
+    return draws.reshape(target)
 
 
-def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", parallel=True, chunk_size=None,
-                         seed=None):
-    """Draws z^s ~ q(z|x) and x^{rep,s} ~ p(x|z^s), s = 1..S, for the batch ``x``.
+def posterior_predictive(model, guide, x, num_samples=100, obs_site="x", chunk_size=None, seed=None, **kwargs):
+    """Draws z^s ~ q(z|x) and x^{rep,s} ~ p(x|z^s), s = 1..S, for the batch ``x``, and log p(x_i | z_i^s).
 
-    The guide is run on ``x`` through ``Predictive(guide, num_samples=S)``; its draws
-    condition ``Predictive(model, posterior_samples=...)`` called as
-    ``model(None, batch_size=B)``. Returns ``{site: tensor}`` with every latent site
-    of the guide and ``obs_site`` (the replicated data, ``[S, B, *event]``), each
-    with the draws along dim 0 (shaped as ``Predictive`` returns them, which pads
-    size-1 dims after dim 0 for plates left of a site's own; with the usual single
-    ``data`` plate, ``[S, B, ...]``). ``parallel`` vectorizes the draws with an outer
-    plate (the pair contract lets networks take extra batch dims); ``chunk_size``
-    bounds the draws per vectorized pass.
+    Returns ``({site: draws}, log_lik)``: every latent site of the guide as
+    ``[S, B, ...]``, ``obs_site`` (the replicated data) as ``[S, *x.shape]``, and
+    the pointwise log-likelihood ``[S, B]`` of the observed data under the same
+    latent draws. ``kwargs`` reach the pair; ``chunk_size`` bounds the draws
+    per vectorized pass.
     """
     _check_data(x)
     positive_int("num_samples", num_samples)
-    batch_size = x.shape[0]
-    parts = []
-    with seeded(seed, x.device), torch.no_grad():
+    parts, log_lik = [], []
+    with seeded(seed, x.device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
+        nesting = max_plate_nesting(model, guide, x, **kwargs)
         for n in chunk_sizes(num_samples, chunk_size):
-            latents = Predictive(guide, num_samples=n, parallel=parallel)(x)
-            if not latents:
-                raise PairError("the guide has no sample sites: it must sample the model's latent sites")
-            draws = _draw_model(model, latents, n, batch_size, parallel)
-            if obs_site not in draws:
-                raise PairError(f"obs_site {obs_site!r} is not a sample site of model(None, batch_size=B); "
-                                f"its sites are {sorted(draws)}")
-            parts.append({**latents, obs_site: draws[obs_site]})
-    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+            pt = trace_pair(model, guide, x, num_particles=n, nesting=nesting, enumerate=False, **kwargs)
+            if obs_site not in pt.observed:
+                raise PairError(f"obs_site {obs_site!r} is not an observed site of the model; its observed sites "
+                                f"are {sorted(pt.observed)}")
+            rep = predictive_trace(model, guide, x, num_samples=n, nesting=nesting, obs_sites=[obs_site],
+                                   guide_trace=pt.guide, **kwargs)
+            draws = {name: draws_per_datum(site, nesting) for name, site in pt.latents.items()}
+            draws[obs_site] = _as_data_shape(draws_per_datum(rep.nodes[obs_site], nesting), x)
+            parts.append(draws)
+            obs = pt.model.nodes[obs_site]
+            lp = draws_per_datum({**obs, "value": obs["log_prob"], "fn": _NoEvent}, nesting)
+            log_lik.append(lp.reshape(lp.shape[0], lp.shape[1], -1).sum(-1).expand(n, x.shape[0]))
+    return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}, torch.cat(log_lik)
 
 
-def prior_predictive(model, num_samples=100, batch_size=1, parallel=True, seed=None):
-    """Draws z^s ~ p(z), x^s ~ p(x|z^s) from ``model(None, batch_size=B)``: ``{site: [S, B, ...]}``."""
-    positive_int("num_samples", num_samples)
-    positive_int("batch_size", batch_size)
-    with seeded(seed), torch.no_grad():
-        draws = _draw_model(model, {}, num_samples, batch_size, parallel)
-    return {name: _per_draw(value, batch_size) for name, value in draws.items()}
+class _NoEvent:
+    """Stands for a distribution without event dims (a log-density laid out by ``draws_per_datum``)."""
+
+    event_shape = ()
 
 
-def pointwise_log_likelihood(model, guide, x, samples, obs_site="x", chunk_size=None):
-    """log p(x_i | z_i^s) for every draw s and datum i: ``[S, B]``.
+def prior_predictive(model, x, num_samples=100, obs_site="x", seed=None, **kwargs):
+    """Draws z^s ~ p(z), x^s ~ p(x|z^s) from the model run alone, ``x`` giving the batch shape only.
 
-    The latent draws in ``samples`` (as returned by :func:`posterior_predictive`)
-    condition ``model(x)`` under an outer plate of the draws (``chunk_size`` at a
-    time); the value is the log-density of the model's site ``obs_site`` (masked
-    and scaled as Pyro scores it), summed over every dim but the draw and the datum.
+    Returns ``{site: [S, B, ...]}`` (``obs_site`` in ``x``'s shape, ``[S, *x.shape]``).
     """
     _check_data(x)
-    if obs_site not in samples:
-        raise ValueError(f"samples holds no draws of obs_site {obs_site!r}; it has {sorted(samples)}")
-    latents = {k: v for k, v in samples.items() if k != obs_site}
-    num_samples = next(iter(samples.values())).shape[0]
-    nesting = max_plate_nesting(model, guide, x)
-    out, start = [], 0
-    for n in chunk_sizes(num_samples, chunk_size):
-        chunk = {k: v[start:start + n] for k, v in latents.items()}
-        out.append(_log_likelihood_chunk(model, x, chunk, n, obs_site, nesting))
-        start += n
-    return torch.cat(out)
-
-
-def _log_likelihood_chunk(model, x, latents, num_samples, obs_site, nesting):
-    with torch.no_grad(), poutine.block(), pyro.plate(PARTICLE_PLATE, num_samples, dim=-(nesting + 1)):
-        sites = run_program(poutine.condition(model, data=latents), x)
-    if obs_site not in sites:
-        raise PairError(f"obs_site {obs_site!r} is not a sample site of model(x); its sites are {sorted(sites)}")
-    site = sites[obs_site]
-    data_dim = site.plate_dim(DATA_PLATE)
-    if data_dim is None:
-        raise PairError(f"site {obs_site!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size)")
-    lp = site.log_prob()
-    lp = lp.expand(torch.broadcast_shapes(lp.shape, (num_samples,) + (1,) * nesting))
-    lp = lp.movedim(data_dim, -1)
-    return lp.reshape(num_samples, -1, x.shape[0]).sum(1)
+    positive_int("num_samples", num_samples)
+    with seeded(seed, x.device), torch.no_grad(), poutine.block():
+        nesting = max_plate_nesting(model, None, x, **kwargs)
+        tr = predictive_trace(model, None, x, num_samples=num_samples, nesting=nesting, obs_sites=[obs_site],
+                              **kwargs)
+    if obs_site not in tr.nodes:
+        raise PairError(f"obs_site {obs_site!r} is not a sample site of the model; its sites are {sorted(tr.nodes)}")
+    out = {name: draws_per_datum(site, nesting) for name, site in tr.nodes.items()
+           if site["type"] == "sample" and is_latent(site) and name != obs_site}
+    out[obs_site] = _as_data_shape(draws_per_datum(tr.nodes[obs_site], nesting), x)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -162,9 +151,7 @@ def _event_dim_names(name, event_shape):
 
 
 def _per_draw(value, batch_size):
-    """``[S, (1,)*k, B, *event]`` (Predictive pads plates left of the data plate) -> ``[S, B, *event]``."""
-    while value.dim() > 2 and value.shape[1] == 1 and batch_size != 1:
-        value = value.squeeze(1)
+    """``value`` checked to be draws ``[S, B, *event]`` of a site local to the data plate."""
     if value.dim() < 2 or value.shape[1] != batch_size:
         raise PairError(f"a site with draws of shape {list(value.shape)} is not local to the data plate "
                         f"of size {batch_size}")
@@ -193,9 +180,8 @@ def to_inference_data(x, samples, log_likelihood=None, obs_site="x", prior_sampl
     dims -- ``channel, row, column`` for images), ``observed_data`` (x),
     ``log_likelihood`` (log p(x_i | z_i^s), dims ``datum``) when given, and
     ``prior`` / ``prior_predictive`` when ``prior_samples`` (from
-    :func:`prior_predictive`) are given. ``samples`` comes from
-    :func:`posterior_predictive`, ``log_likelihood`` from
-    :func:`pointwise_log_likelihood`.
+    :func:`prior_predictive`) are given. ``samples`` and ``log_likelihood`` come
+    from :func:`posterior_predictive`.
     """
     _check_data(x)
     if obs_site not in samples:
@@ -421,9 +407,9 @@ def save_ppc_plots(idata, stats, folder, num_pp_samples=50):
 # ---------------------------------------------------------------------------
 # The whole check
 
-def run_ppc(model, guide, x, num_samples=100, folder=None, statistics=None, obs_site="x", alpha=0.05,
-            mid_p=False, parallel=True, chunk_size=None, seed=0):
-    """Posterior predictive check of a pair on the batch ``x``.
+def run_ppc(model, guide, data, num_samples=100, folder=None, statistics=None, obs_site="x", alpha=0.05,
+            mid_p=False, chunk_size=None, seed=0, obs="x"):
+    """Posterior predictive check of a pair on ``data`` (any data :func:`~pyrovae.data.splits.as_split` takes).
 
     Draws S replicated data sets (:func:`posterior_predictive`), evaluates the
     test statistics (default :data:`BUILTIN_STATISTICS`; a dict ``{name:
@@ -439,13 +425,14 @@ def run_ppc(model, guide, x, num_samples=100, folder=None, statistics=None, obs_
     ``extreme_fraction``), ``idata``, ``plots`` (paths), ``num_samples``,
     ``num_data``.
     """
-    _check_data(x)
+    split = as_split(data, obs).fixed(seed)
+    batch = split.materialize(torch.arange(len(split)))
+    x = batch.x
     stats_spec = _as_statistics(statistics)
-    samples = posterior_predictive(model, guide, x, num_samples, obs_site=obs_site, parallel=parallel,
-                                   chunk_size=chunk_size, seed=seed)
-    log_lik = pointwise_log_likelihood(model, guide, x, samples, obs_site=obs_site, chunk_size=chunk_size)
+    samples, log_lik = posterior_predictive(model, guide, x, num_samples, obs_site=obs_site, chunk_size=chunk_size,
+                                            seed=seed, **batch.kwargs)
     idata = to_inference_data(x, samples, log_lik, obs_site=obs_site)
-    x_rep = _per_draw(samples[obs_site], x.shape[0])
+    x_rep = samples[obs_site]
     stats = compute_statistics(x, x_rep, stats_spec)
     p_values = bayesian_p_values({k: v[1] for k, v in stats.items()}, {k: v[0] for k, v in stats.items()},
                                  mid_p=mid_p)

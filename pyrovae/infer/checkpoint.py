@@ -14,6 +14,8 @@ import tempfile
 
 import torch
 
+from pyrovae.infer.trace import named_pair_modules
+
 FORMAT = "pyrovae-checkpoint-1"
 
 
@@ -68,16 +70,15 @@ def load(path):
 
 
 def pair_state(model, guide):
-    """The state dicts of whichever of model and guide are ``nn.Module`` s."""
-    return {role: m.state_dict() for role, m in (("model", model), ("guide", guide))
-            if isinstance(m, torch.nn.Module)}
+    """The state dicts of the pair's modules by role (:func:`~pyrovae.infer.trace.named_pair_modules`)."""
+    return {role: m.state_dict() for role, m in named_pair_modules(model, guide)}
 
 
 def load_pair_state(model, guide, state, path="checkpoint"):
     """Load :func:`pair_state` into a pair, with an error naming any mismatch of architecture."""
-    for role, m in (("model", model), ("guide", guide)):
+    for role, m in named_pair_modules(model, guide):
         if role not in state:
-            continue
+            raise CheckpointError(f"{path} holds no state for the pair's {role} ({type(m).__name__})")
         own = m.state_dict()
         saved = state[role]
         missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))

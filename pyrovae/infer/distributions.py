@@ -51,9 +51,9 @@ def kl_or_log_ratio(q, p, value, closed_form=True):
 
 
 def site_mean(site):
-    """E[z] of a :class:`~pyrovae.infer.trace.Site`'s distribution, shaped like its value; ValueError if it has none."""
-    mean = distribution_mean(site.fn)
+    """E[z] of a trace site's distribution, shaped like its value; ValueError if it has none."""
+    mean = distribution_mean(site["fn"])
     if mean is None:
-        raise ValueError(f"latent site {site.name!r}: its distribution {type(base_distribution(site.fn)).__name__} "
-                         "has no mean")
-    return mean.expand_as(site.value)
+        raise ValueError(f"latent site {site['name']!r}: its distribution "
+                         f"{type(base_distribution(site['fn'])).__name__} has no mean")
+    return mean.expand_as(site["value"])

@@ -1,67 +1,99 @@
-"""Training objectives for any (model, guide) pair.
+"""The evidence lower bound for any (model, guide) pair, with every gradient estimator Pyro has.
 
 An objective maps one run of the pair on a batch to a scalar loss to minimise
 (per datapoint, so the learning rate does not depend on the batch size) and a
-dict of statistics. Objectives follow Pyro's module style: ``ELBO()(model, guide)``
-is an ``nn.Module`` whose ``parameters()`` are the pair's and whose
-``forward(x)`` is the loss, so a plain torch optimizer (or DDP) can drive it.
+dict of statistics. Objectives follow Pyro's module style:
+``ELBO()(model, guide)`` is an ``nn.Module`` whose ``parameters()`` are the
+pair's and whose ``forward(*args, **kwargs)`` is the loss, so a plain torch
+optimizer (or DDP) can drive it.
+
+The ELBO splits into a reconstruction term and a KL term,
+
+    ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z)),
+
+and every objective here is a weighting of the two (KL warm-up, beta-VAE,
+controlled capacity), so :func:`elbo_terms` returns both values and a
+*surrogate* whose gradient is that of E_q[rec - w KL] for a weight w:
+
+- **reparameterized** latents: the pathwise gradient, with the guide's entropy
+  term as Pyro's ``ScoreParts`` give it;
+- **non-reparameterized** latents (a Bernoulli or Categorical guide site):
+  the score-function (REINFORCE) term sum_s grad log q(z_s) * C_s, where C_s
+  holds only the cost terms that depend on z_s (``TraceGraph_ELBO``'s
+  dependency tracking through Pyro's provenance, summed to z_s's plates) minus
+  an optional baseline given as in Pyro (``infer={"baseline": {...}}`` on the
+  guide site; Schulman et al. 2015, arXiv 1506.05254; Mnih & Gregor 2014,
+  arXiv 1402.0030);
+- **enumerated** latents (``infer={"enumerate": "parallel"}``): summed out
+  exactly, the bound being Pyro's own ``TraceEnum_ELBO`` computation
+  (DiCE, Foerster et al. 2018, arXiv 1802.05098) and the KL part its DiCE
+  expectation over the latent terms.
+
+With ``analytic_kl=True`` a site's KL is taken in closed form (scaled and
+masked as ``TraceMeanField_ELBO`` does) where torch knows it, the guide site is
+reparameterized and not enumerated, and its place in the guide keeps the
+closed form unbiased (:func:`closed_form_kl_sites`).
 """
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
+from pyro.distributions.util import is_identically_zero, scale_and_mask
+from pyro.infer.traceenum_elbo import _compute_dice_elbo
+from pyro.infer.tracegraph_elbo import _construct_baseline
+from pyro.infer.util import Dice, MultiFrameTensor
+from pyro.ops import packed
+from pyro.ops.provenance import detach_provenance, get_provenance
 from torch import nn
 from torch.distributions import kl_divergence
 
-from pyrovae.infer.trace import max_plate_nesting, observed_sites, run_pair
-
-
-@dataclass
-class ELBOTerms:
-    """Batch sums of the ELBO's two parts: E_q[log p(x|z)] and KL(q(z|x) || p(z)) per latent site."""
-
-    reconstruction: torch.Tensor
-    kl: dict = field(default_factory=dict)
-    batch_size: int = 1
-
-    @property
-    def total_kl(self):
-        return sum(self.kl.values(), torch.zeros(()))
-
-    @property
-    def elbo(self):
-        return self.reconstruction - self.total_kl
-
-
-def _mask_and_scale(value, site):
-    """Apply a site's ``poutine.mask`` and ``poutine.scale`` as Pyro applies them to its log-density."""
-    if isinstance(site.mask, torch.Tensor):
-        value = value * site.mask
-    if not (isinstance(site.scale, (int, float)) and site.scale == 1.0):
-        value = value * site.scale
-    return value
+from pyrovae.infer.trace import (
+    DATA_PLATE,
+    PairError,
+    frame,
+    is_enumerated,
+    is_reparameterized,
+    latent_sites,
+    max_plate_nesting,
+    trace_pair,
+)
 
 
 class Objective:
-    """Base class: subclasses define :meth:`loss` ``(model, guide, x) -> (loss, stats)``.
+    """Base class: subclasses define :meth:`loss` ``(model, guide, *args, **kwargs) -> (loss, stats)``.
 
     ``state`` holds the objective's scheduled scalars (KL weight, capacity) as
-    0-dim tensors; a captured SVI step (:mod:`pyrovae.infer.step`) passes them as
-    inputs, so a schedule must change them in :meth:`set_progress`, never
-    replace them by Python numbers read inside :meth:`loss`.
+    0-dim tensors; the recorded SVI step (:mod:`pyrovae.infer.step`) passes
+    them as inputs, so a schedule must change them in place in
+    :meth:`set_progress`, never replace them by Python numbers read inside
+    :meth:`loss`.
     """
 
     def __init__(self):
         self.state = {}
+        self._nesting = {}
 
-    def loss(self, model, guide, x):
+    def loss(self, model, guide, *args, **kwargs):
         raise NotImplementedError
 
     def set_progress(self, epoch, step):
         """Called by the SVI run before each step; schedules (warm-up, capacity) override it."""
 
+    def nesting(self, model, guide, *args, **kwargs):
+        """The pair's plate nesting (:func:`~pyrovae.infer.trace.max_plate_nesting`), found once per pair."""
+        key = (_identity(model), _identity(guide))
+        if key not in self._nesting:
+            self._nesting[key] = max_plate_nesting(model, guide, *args, **kwargs)
+        return self._nesting[key]
+
     def __call__(self, model, guide):
         return ObjectiveModule(self, model, guide)
+
+
+def _identity(fn):
+    """A key for a program that is the same for every access to a bound method (``pair.model``)."""
+    return (id(fn.__self__), id(fn.__func__)) if hasattr(fn, "__self__") and hasattr(fn, "__func__") else id(fn)
 
 
 class ObjectiveModule(nn.Module):
@@ -73,8 +105,8 @@ class ObjectiveModule(nn.Module):
         self.model = model
         self.guide = guide
 
-    def forward(self, x, with_stats=False):
-        loss, stats = self.objective.loss(self.model, self.guide, x)
+    def forward(self, *args, with_stats=False, **kwargs):
+        loss, stats = self.objective.loss(self.model, self.guide, *args, **kwargs)
         return (loss, stats) if with_stats else loss
 
 
@@ -89,7 +121,8 @@ def closed_form_kl_sites(guide_sites, model_sites):
     true for every site of a mean-field or top-down guide (the VampPrior
     paper's HVAE: q(z2|x) q(z1|x, z2)), false for z1 of a bottom-up guide with a
     top-down model (the IWAE paper's q(z1|x) q(z2|z1) with p(z2) p(z1|z2)),
-    whose KL then stays a Monte Carlo estimate.
+    whose KL then stays a Monte Carlo estimate. Both arguments are ordered
+    ``{name: site}`` dicts (a trace's sites in the order they ran).
     """
     guide_order = list(guide_sites)
     allowed = set()
@@ -103,27 +136,165 @@ def closed_form_kl_sites(guide_sites, model_sites):
     return allowed
 
 
+def closed_form_kl(q, p):
+    """KL(q || p) of two trace sites in closed form, scaled and masked as the guide site; None where torch has none."""
+    try:
+        kl = kl_divergence(q["fn"], p["fn"])
+    except NotImplementedError:
+        return None
+    return scale_and_mask(kl, q["scale"], q["mask"])
+
+
+@dataclass
+class ELBOTerms:
+    """The ELBO's two parts on one batch and a surrogate for their gradients.
+
+    ``reconstruction`` = E_q[log p(x | z)] and ``kl`` = KL(q || p) are batch sums
+    averaged over particles (Pyro's scaling included: a subsampled data plate
+    makes them estimates of the sums over all ``num_data`` data).
+    ``kl_sites`` splits ``kl`` by latent site where the estimator allows it.
+    ``num_data`` is the per-datapoint normaliser: the batch size B, or the data
+    plate's full size N when the plate is subsampled (``normalizer`` says which).
+    """
+
+    reconstruction: torch.Tensor
+    kl: torch.Tensor
+    num_data: int
+    normalizer: str
+    kl_sites: dict = field(default_factory=dict)
+    _rec_surrogate: torch.Tensor = None
+    _kl_surrogate: torch.Tensor = None
+    _score_terms: list = field(default_factory=list)
+
+    @property
+    def elbo(self):
+        return self.reconstruction - self.kl
+
+    def surrogate(self, kl_weight=1.0):
+        """A scalar whose gradient is that of E_q[reconstruction - kl_weight * KL] (w held fixed).
+
+        Its value is not the bound; objectives add it as ``value + (s - s.detach())``.
+        """
+        total = self._rec_surrogate - kl_weight * self._kl_surrogate
+        for score_function, rec_cost, kl_cost, site in self._score_terms:
+            cost = rec_cost - kl_weight * kl_cost
+            use_baseline, baseline_loss, baseline = _construct_baseline(site["name"], site, cost)
+            if use_baseline:
+                cost = cost - baseline
+                total = total - baseline_loss
+            total = total + (score_function * cost.detach()).sum()
+        return total
+
+
+def elbo_terms(pt, analytic_kl=True):
+    """:class:`ELBOTerms` of a :class:`~pyrovae.infer.trace.PairTrace` (see the module doc).
+
+    The trace must have been made with ``track_provenance=True`` when the guide
+    has non-reparameterized, non-enumerated sites.
+    """
+    num_data, normalizer = _normaliser(pt)
+    if pt.enumerated:
+        return _enumerated_terms(pt, num_data, normalizer)
+    k = pt.num_particles
+    closed = closed_form_kl_sites(pt.latents, latent_sites(pt.model)) if analytic_kl else set()
+    costs = []  # (kind, frames, value, surrogate)
+    for site in pt.observed.values():
+        costs.append(("rec", site["cond_indep_stack"], site["log_prob"], site["log_prob"]))
+    kl_sites = {}
+    for name, q in pt.latents.items():
+        p = pt.model.nodes[name]
+        kl = closed_form_kl(q, p) if name in closed and is_reparameterized(q) else None
+        if kl is not None:
+            costs.append(("kl", q["cond_indep_stack"], kl, kl))
+            kl_sites[name] = kl.sum() / k
+        else:
+            costs.append(("kl", p["cond_indep_stack"], -p["log_prob"], -p["log_prob"]))
+            costs.append(("kl", q["cond_indep_stack"], q["log_prob"], _as_tensor(q["score_parts"].entropy_term)))
+            kl_sites[name] = (q["log_prob_sum"] - p["log_prob_sum"]) / k
+    sums = {kind: sum((c[3].sum() for c in costs if c[0] == kind), torch.zeros(())) for kind in ("rec", "kl")}
+    rec = sum((c[2].sum() for c in costs if c[0] == "rec"), torch.zeros(())) / k
+    score_terms = _score_terms(pt, costs, k)
+    return ELBOTerms(detach_provenance(rec), detach_provenance(sum(kl_sites.values(), torch.zeros(()))),
+                     num_data, normalizer, {n: detach_provenance(v) for n, v in kl_sites.items()},
+                     detach_provenance(sums["rec"]) / k, detach_provenance(sums["kl"]) / k, score_terms)
+
+
+def _score_terms(pt, costs, k):
+    """(score function, downstream rec cost, downstream KL cost, site) for every non-reparameterized guide site."""
+    sites = {n: q for n, q in pt.latents.items() if not is_identically_zero(q["score_parts"].score_function)}
+    if not sites:
+        return []
+    downstream = {n: {"rec": MultiFrameTensor(), "kl": MultiFrameTensor()} for n in sites}
+    for kind, frames, value, _ in costs:
+        for name in get_provenance(value):
+            if name in downstream:
+                downstream[name][kind].add((frames, value))
+    out = []
+    for name, q in sites.items():
+        stack = q["cond_indep_stack"]
+        rec = _as_tensor(downstream[name]["rec"].sum_to(stack))
+        kl = _as_tensor(downstream[name]["kl"].sum_to(stack))
+        out.append((detach_provenance(q["score_parts"].score_function) / k, detach_provenance(rec),
+                    detach_provenance(kl), q))
+    return out
+
+
+def _as_tensor(value):
+    return value if isinstance(value, torch.Tensor) else torch.tensor(float(value))
+
+
+def _enumerated_terms(pt, num_data, normalizer):
+    """Enumerated pairs: the bound is Pyro's TraceEnum_ELBO computation, the KL part its DiCE expectation."""
+    pt.pack()
+    model_enum_dims = {pt.model.nodes[n]["infer"]["_enumerate_symbol"] for n in pt.model_enumerated}
+    ordering = {name: frozenset(tr.plate_to_symbol[f.name] for f in s["cond_indep_stack"] if f.vectorized)
+                for tr in (pt.model, pt.guide) for name, s in tr.nodes.items() if s["type"] == "sample"}
+    kl_costs = OrderedDict()
+    for name, q in pt.latents.items():
+        p = pt.model.nodes[name]
+        if model_enum_dims & set(p["packed"]["log_prob"]._pyro_dims):
+            raise PairError(f"latent site {name!r} depends on a site enumerated in the model "
+                            f"({pt.model_enumerated}): its KL cannot be separated from the likelihood; only the "
+                            "plain ELBO (KL weight 1) and the importance-weighted estimators apply to this pair")
+        kl_costs.setdefault(ordering[name], []).append(packed.neg(p["packed"]["log_prob"]))
+        kl_costs.setdefault(ordering[name], []).append(q["packed"]["log_prob"])
+    k = pt.num_particles
+    elbo = _compute_dice_elbo(pt.model, pt.guide) / k
+    kl = Dice(pt.guide, ordering).compute_expectation(kl_costs) / k
+    rec = elbo + kl
+    return ELBOTerms(rec.detach(), kl.detach(), num_data, normalizer, {}, rec, kl, [])
+
+
+def _normaliser(pt):
+    """(number, description) to divide batch sums by: B, or N for a subsampled data plate."""
+    for site in pt.observed.values():
+        f = frame(site, DATA_PLATE)
+        if f is not None:
+            if f.full_size and f.full_size != f.size:
+                return f.full_size, f"data plate size N={f.full_size} (subsampled)"
+            return f.size, "batch size"
+    raise PairError(f"no observed site is inside pyro.plate({DATA_PLATE!r}, ...)")
+
+
 class ELBO(Objective):
-    """The evidence lower bound (Kingma & Welling 2014, arXiv 1312.6114).
+    """The evidence lower bound (Kingma & Welling 2014, arXiv 1312.6114) for any pair.
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)), estimated with
-    ``num_particles`` reparameterised draws. With ``analytic_kl=True`` the KL of
-    each latent site is computed in closed form when torch knows it for the
-    guide's and the model's distributions and the site's place in the guide
-    allows it (:func:`closed_form_kl_sites`), as Pyro's ``TraceMeanField_ELBO``;
-    by Monte Carlo, log q(z|x) - log p(z), otherwise.
+    ``num_particles`` draws vectorized in an outer plate; non-reparameterized
+    and enumerated latents are handled as in the module doc. The loss is
+    -ELBO per datapoint (see :class:`ELBOTerms` for the normaliser).
 
     ``warmup`` (epochs) anneals the KL weight (Bowman et al. 2016, arXiv
     1511.06349; Sønderby et al. 2016, arXiv 1602.02282): the training loss is
     -(E_q[log p(x|z)] - w KL) with w = min(1, epoch / warmup), epochs counted
     from 1 as in the VampPrior protocol (Tomczak & Welling 2018, arXiv
-    1705.07120, 100 epochs). The reported ``elbo`` is always the bound (w = 1);
+    1705.07120). The reported ``elbo`` is always the bound (w = 1);
     ``kl_weight`` is logged beside it.
     """
 
     def __init__(self, analytic_kl=True, num_particles=1, warmup=0):
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        if isinstance(num_particles, bool) or not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive integer, got {num_particles!r}")
         if warmup < 0:
             raise ValueError(f"warmup must be >= 0 epochs, got {warmup}")
         super().__init__()
@@ -131,47 +302,29 @@ class ELBO(Objective):
         self.num_particles = num_particles
         self.warmup = warmup
         self.state["kl_weight"] = torch.tensor(1.0 if warmup == 0 else 0.0)
-        self._closed_form = {}
-        self._nesting = None
 
     def set_progress(self, epoch, step):
         if self.warmup:
             self.state["kl_weight"].fill_(min(1.0, (epoch + 1) / self.warmup))
 
-    def _site_kl(self, name, q, p, closed_form_allowed):
-        if self.analytic_kl and name in closed_form_allowed and self._closed_form.get(name, True):
-            try:
-                kl = kl_divergence(q.fn, p.fn)
-                self._closed_form[name] = True
-                return _mask_and_scale(kl, q).sum()
-            except NotImplementedError:
-                self._closed_form[name] = False
-        return (q.log_prob() - p.log_prob()).sum()
-
-    def run(self, model, guide, x):
-        """The pair's sites on ``x``, with ``num_particles`` draws vectorized in an outer plate when > 1."""
+    def run(self, model, guide, *args, **kwargs):
+        """One :class:`~pyrovae.infer.trace.PairTrace` of the pair, with ``num_particles`` draws."""
         k = self.num_particles
-        if k == 1:
-            return run_pair(model, guide, x)
-        if self._nesting is None:
-            self._nesting = max_plate_nesting(model, guide, x)
-        return run_pair(model, guide, x, num_particles=k, particle_dim=-self._nesting - 1)
+        return trace_pair(model, guide, *args, num_particles=k if k > 1 else None,
+                          nesting=self.nesting(model, guide, *args, **kwargs), track_provenance=True, **kwargs)
 
-    def terms(self, model, guide, x):
-        """The batch sums of reconstruction and per-site KL, averaged over particles."""
-        k = self.num_particles
-        guide_sites, model_sites = self.run(model, guide, x)
-        rec = sum(site.log_prob().sum() for site in observed_sites(model_sites).values()) / k
-        allowed = closed_form_kl_sites(guide_sites, model_sites)
-        kl = {name: self._site_kl(name, q, model_sites[name], allowed) / k for name, q in guide_sites.items()}
-        return ELBOTerms(rec, kl, x.shape[0])
+    def terms(self, model, guide, *args, **kwargs):
+        """:class:`ELBOTerms` of one run of the pair."""
+        return elbo_terms(self.run(model, guide, *args, **kwargs), self.analytic_kl)
 
-    def loss(self, model, guide, x):
-        t = self.terms(model, guide, x)
+    def loss(self, model, guide, *args, **kwargs):
+        t = self.terms(model, guide, *args, **kwargs)
         w = self.state["kl_weight"]
-        b = t.batch_size
-        stats = {"elbo": t.elbo.detach() / b, "reconstruction": t.reconstruction.detach() / b,
-                 "kl": t.total_kl.detach() / b}
+        n = t.num_data
+        value = -(t.reconstruction - w * t.kl) / n
+        surrogate = -t.surrogate(w) / n
+        stats = {"elbo": t.elbo.detach() / n, "reconstruction": t.reconstruction.detach() / n,
+                 "kl": t.kl.detach() / n}
         if self.warmup:
             stats["kl_weight"] = w.detach().clone()
-        return -(t.reconstruction - w * t.total_kl) / b, stats
+        return value.detach() + (surrogate - surrogate.detach()), stats

@@ -1,54 +1,112 @@
-"""Importance weights of a pair: log w_k = log p(x, z_k) - log q(z_k | x) per particle and datapoint.
+"""Importance weights of a pair, per particle and per datapoint.
 
-Both the IWAE objective (:mod:`pyrovae.infer.iwae`) and the K=5000
-log-likelihood estimate (:mod:`pyrovae.evaluate.likelihood`) start here.
+For draws z_k ~ q(z | x) (K particles of :func:`pyrovae.infer.trace.trace_pair`)
+
+    log w_k(x_i) = log p(x_i, z_k) - log q(z_k | x_i),
+
+as a ``[K, B]`` tensor: each site's log-density (Pyro's, masked and scaled) is
+summed over every dim but the particle and ``"data"`` dims. A subsampled data
+plate scales every site by N / B; that factor is divided out, so the weights
+are per datum. Both the IWAE objective (:mod:`pyrovae.infer.iwae`) and the
+K=5000 log-likelihood estimate (:mod:`pyrovae.evaluate.likelihood`) use them.
+
+**Enumerated sites** are summed out exactly inside each particle. With y
+enumerated in the guide and the other latents z^y drawn from q(z | x, y) for
+every value of y,
+
+    w_k = sum_y p(x, y, z_k^y) / q(z_k^y | x, y),
+
+an unbiased estimate of p(x) in which q(y | x) cancels; a site enumerated in
+the model alone enters as log sum_y p(x, y, z_k). The sum runs through Pyro's
+plated tensor contraction (``pyro.ops.contract.contract_to_tensor``), so an
+enumerated site inside a nested plate is summed per plate element. As in
+``TraceEnum_ELBO``, enumerated sites must share one ``poutine.scale``; masks
+apply inside the sum and the scale outside it.
 """
 
+from collections import OrderedDict
+
 import torch
+from pyro.distributions.util import scale_and_mask
+from pyro.ops import packed
+from pyro.ops.contract import contract_to_tensor
 
-from pyrovae.infer.trace import DATA_PLATE, PairError, run_pair
+from pyrovae.infer.trace import (
+    DATA_PLATE,
+    PARTICLE_PLATE,
+    PairError,
+    data_dim,
+    datum_scale,
+    is_enumerated,
+    is_latent,
+    is_observed,
+)
 
 
-def datapoint_log_prob(site, particle_dim):
-    """``site``'s log-density summed over all dims but the particle and ``"data"`` dims.
-
-    Returns a tensor of shape ``[K or 1, B or 1]`` (size 1 where the site's log
-    density does not vary along that dim); ``particle_dim`` is the (negative)
-    dim of the outer particle plate.
-    """
-    data_dim = site.plate_dim(DATA_PLATE)
-    if data_dim is None:
-        raise PairError(f"site {site.name!r} is not inside pyro.plate({DATA_PLATE!r}, batch_size): "
-                        "per-datapoint estimates need every latent and observed site to be local to the data plate")
-    lp = site.log_prob()
-    if not isinstance(lp, torch.Tensor):
-        lp = torch.as_tensor(lp)
-    n = -particle_dim
-    if lp.dim() > n:
-        raise PairError(f"site {site.name!r} has log-density batch shape {list(lp.shape)} with more dims than "
-                        f"its plates allow ({n - 1} plus the particle dim): declare the datum's dims as event "
-                        "dims with .to_event(...)")
-    lp = lp.reshape((1,) * (n - lp.dim()) + tuple(lp.shape))
-    keep = (0, n + data_dim)
+def per_datum(t, site, pt):
+    """``t`` (a tensor over ``site``'s batch dims) summed over every dim but the particle and data dims: ``[K or 1, B or 1]``."""
+    n = -pt.particle_dim if pt.particle_dim is not None else pt.nesting
+    if not isinstance(t, torch.Tensor):
+        t = torch.as_tensor(t)
+    if t.dim() > n:
+        raise PairError(f"site {site['name']!r} has batch shape {list(t.shape)} with more dims than its plates "
+                        f"allow: declare the datum's dims as event dims with .to_event(...)")
+    t = t.reshape((1,) * (n - t.dim()) + tuple(t.shape))
+    keep = [n + data_dim(site)]
+    if pt.particle_dim is not None:
+        keep.insert(0, 0)
     other = [d for d in range(n) if d not in keep]
     if other:
-        lp = lp.sum(other)
-    return lp
+        t = t.sum(other)
+    return t if pt.particle_dim is not None else t.unsqueeze(0)
 
 
-def sum_sites(sites, particle_dim, shape):
+def weighted_sites(pt):
+    """The terms of log w: ``(site, +1)`` for every scored model site, ``(site, -1)`` for every sampled guide site."""
+    terms = [(s, 1.0) for s in pt.model.nodes.values() if is_observed(s) or is_latent(s)]
+    terms += [(s, -1.0) for s in pt.guide.nodes.values() if is_latent(s) and not is_enumerated(s)]
+    return terms
+
+
+def log_weights(pt, batch_size):
+    """log w ``[K, B]`` of a :class:`~pyrovae.infer.trace.PairTrace` (differentiable); see the module doc."""
+    shape = (pt.num_particles, batch_size)
+    if pt.enumerated:
+        return _contracted_log_weights(pt).expand(shape)
     total = torch.zeros(())
-    for site in sites:
-        total = total + datapoint_log_prob(site, particle_dim)
-    return total.expand(shape) if total.dim() == 2 else total.reshape(1, 1).expand(shape)
+    for site, sign in weighted_sites(pt):
+        total = total + sign * per_datum(site["log_prob"], site, pt) / datum_scale(site)
+    return total.expand(shape)
 
 
-def log_weights(model, guide, x, num_particles, particle_dim):
-    """log w_k = log p(x, z_k) - log q(z_k | x), z_k ~ q(z|x), as a ``[K, B]`` tensor.
+def _contracted_log_weights(pt):
+    """log w by Pyro's plated sum-product over the enumerated dims (masks inside, the common scale outside)."""
+    pt.pack()
+    tree, scales = OrderedDict(), set()
+    for site, sign in weighted_sites(pt):
+        ordinal = frozenset(pt.model.plate_to_symbol[f.name] for f in site["cond_indep_stack"] if f.vectorized)
+        lp = packed.scale_and_mask(site["packed"]["unscaled_log_prob"], mask=site["packed"]["mask"])
+        tree.setdefault(ordinal, []).append(lp if sign > 0 else packed.neg(lp))
+        scales.add(_scalar_scale(site))
+    if len(scales) > 1:
+        raise PairError(f"enumerated pairs need one common poutine.scale on every site (as TraceEnum_ELBO); "
+                        f"found scales {sorted(scales)}")
+    sum_dims = {s["infer"]["_enumerate_symbol"] for tr in (pt.guide, pt.model) for s in tr.nodes.values()
+                if s["type"] == "sample" and is_enumerated(s)}
+    target = {pt.model.plate_to_symbol[DATA_PLATE]}
+    if pt.particle_dim is not None:
+        target.add(pt.model.plate_to_symbol[PARTICLE_PLATE])
+    result = contract_to_tensor(tree, sum_dims, target_ordinal=frozenset(target))
+    result = packed.unpack(result, pt.model.symbol_to_dim)
+    some_site = next(iter(pt.observed.values()))
+    scale = scales.pop() / datum_scale(some_site)
+    return per_datum(scale_and_mask(result, scale), some_site, pt)
 
-    Differentiable (no ``no_grad`` here); :class:`pyrovae.infer.iwae.IWAE` trains with it.
-    """
-    guide_sites, model_sites = run_pair(model, guide, x, num_particles=num_particles, particle_dim=particle_dim)
-    shape = (num_particles, x.shape[0])
-    return sum_sites(model_sites.values(), particle_dim, shape) - sum_sites(guide_sites.values(), particle_dim,
-                                                                              shape)
+
+def _scalar_scale(site):
+    scale = site["scale"]
+    if isinstance(scale, torch.Tensor):
+        if scale.dim():
+            raise PairError(f"site {site['name']!r}: enumerated pairs take only a scalar poutine.scale")
+        scale = float(scale)
+    return float(scale)

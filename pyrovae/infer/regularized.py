@@ -1,8 +1,8 @@
 """Objectives that reshape the ELBO's KL term to shape the representation.
 
 All three work on any (model, guide) pair: they reuse the ELBO's reading of the
-pair (:meth:`pyrovae.infer.elbo.ELBO.terms` or :func:`pyrovae.infer.trace.run_pair`)
-and change only how the reconstruction term E_q[log p(x|z)] and the KL term
+pair (:meth:`pyrovae.infer.elbo.ELBO.terms`, so non-reparameterized and
+enumerated latents keep their gradient estimators) and change only how the reconstruction term E_q[log p(x|z)] and the KL term
 KL(q(z|x) || p(z)) are combined. With x a batch of B data, every loss is per
 datapoint and its ``stats`` hold the true ELBO, the reconstruction term and the
 KL term (each per datapoint), so training logs stay comparable across
@@ -18,14 +18,15 @@ objectives.
 import math
 
 import torch
+from pyro.distributions.util import scale_and_mask
 from torch.distributions import Independent
 
 from pyrovae.infer.distributions import kl_or_log_ratio
-from pyrovae.infer.elbo import ELBO, closed_form_kl_sites
-from pyrovae.infer.trace import observed_sites
+from pyrovae.infer.elbo import ELBO, closed_form_kl_sites, elbo_terms
+from pyrovae.infer.trace import PairError, is_enumerated, is_reparameterized, latent_sites
 from pyrovae.util import positive_int
 
-__all__ = ["BetaVAE", "ControlledCapacity", "FreeBits", "objective_from_config", "site_kl_per_dimension"]
+__all__ = ["BetaVAE", "ControlledCapacity", "FreeBits", "site_kl_per_dimension"]
 
 
 def _nonnegative(name, value):
@@ -91,12 +92,15 @@ class ControlledCapacity(ELBO):
     def set_progress(self, epoch, step):
         self.state["capacity"].fill_(self.capacity_at(step))
 
-    def loss(self, model, guide, x):
-        t = self.terms(model, guide, x)
-        rec, kl = t.reconstruction / t.batch_size, t.total_kl / t.batch_size
-        c = self.state["capacity"]
-        return -rec + self.gamma * (kl - c).abs(), {"elbo": (rec - kl).detach(), "reconstruction": rec.detach(),
-                                                   "kl": kl.detach(), "capacity": c.detach()}
+    def loss(self, model, guide, *args, **kwargs):
+        t = self.terms(model, guide, *args, **kwargs)
+        n, c = t.num_data, self.state["capacity"]
+        rec, kl = t.reconstruction / n, t.kl / n
+        value = -rec + self.gamma * (kl - c).abs()
+        # d|KL - C| = sign(KL - C) dKL: the ELBO's surrogate with the KL weighted by gamma * sign(KL - C)
+        surrogate = -t.surrogate(self.gamma * torch.sign(kl - c)) / n
+        return value.detach() + (surrogate - surrogate.detach()), {
+            "elbo": (rec - kl).detach(), "reconstruction": rec.detach(), "kl": kl.detach(), "capacity": c.detach()}
 
 
 class FreeBits(ELBO):
@@ -133,13 +137,17 @@ class FreeBits(ELBO):
                              f"(dimensions per group), got {groups!r}")
         self.groups = groups
 
-    def group_kl(self, guide_sites, model_sites, batch_size):
+    def group_kl(self, pt, num_data):
         """The batch-averaged KL of each group: a 1-d tensor over all latent sites' groups."""
         out = []
-        closed_form = closed_form_kl_sites(guide_sites, model_sites) if self.analytic_kl else set()
-        for name, q in guide_sites.items():
-            per_dim = site_kl_per_dimension(q, model_sites[name], analytic=name in closed_form)
-            per_dim = per_dim.reshape(-1, per_dim.shape[-1]).sum(0) / (batch_size * self.num_particles)
+        closed_form = closed_form_kl_sites(pt.latents, latent_sites(pt.model)) if self.analytic_kl else set()
+        for name, q in pt.latents.items():
+            if not is_reparameterized(q) or is_enumerated(q):
+                raise PairError(f"FreeBits needs reparameterized latents: guide site {name!r} is "
+                                f"{'enumerated' if is_enumerated(q) else 'not reparameterized'}; use the ELBO, "
+                                "beta-VAE or controlled capacity for this pair")
+            per_dim = site_kl_per_dimension(q, pt.model.nodes[name], analytic=name in closed_form)
+            per_dim = per_dim.reshape(-1, per_dim.shape[-1]).sum(0) / (num_data * pt.num_particles)
             size = self.groups or 1
             if per_dim.shape[-1] % size:
                 raise ValueError(f"FreeBits: groups={size} does not divide the {per_dim.shape[-1]} dimensions "
@@ -147,20 +155,23 @@ class FreeBits(ELBO):
             out.append(per_dim.reshape(-1, size).sum(-1))
         return torch.cat(out)
 
-    def loss(self, model, guide, x):
-        guide_sites, model_sites = self.run(model, guide, x)
-        b = x.shape[0]
-        rec = sum(s.log_prob().sum() for s in observed_sites(model_sites).values()) / (self.num_particles * b)
-        kl_j = self.group_kl(guide_sites, model_sites, b)
+    def loss(self, model, guide, *args, **kwargs):
+        pt = self.run(model, guide, *args, **kwargs)
+        t = elbo_terms(pt, self.analytic_kl)
+        n = t.num_data
+        rec = t.reconstruction / n
+        kl_j = self.group_kl(pt, n)
         kl = kl_j.sum()
-        return -rec + kl_j.clamp(min=self.lambda_).sum(), {"elbo": (rec - kl).detach(),
-                                                          "reconstruction": rec.detach(), "kl": kl.detach()}
+        rec_grad = t.surrogate(0.0) / n  # the reconstruction's gradient (pathwise and score-function terms)
+        free = kl_j.clamp(min=self.lambda_).sum()
+        loss = free - rec.detach() - (rec_grad - rec_grad.detach())
+        return loss, {"elbo": (rec - kl).detach(), "reconstruction": rec.detach(), "kl": kl.detach()}
 
 
 def site_kl_per_dimension(q_site, p_site, analytic=True):
     r"""KL(q(z_d|x) || p(z_d)) for every dimension d of one latent site: ``[*batch, D]``.
 
-    ``q_site`` is the guide's :class:`~pyrovae.infer.trace.Site` and ``p_site`` the
+    ``q_site`` is the guide's trace site (a node of Pyro's ``Trace``) and ``p_site`` the
     model's site of the same name (replaying the guide's draw); ``D`` is the
     size of the site's event. Both distributions must factorise over the event
     -- element-wise distributions, possibly wrapped in ``Independent`` (e.g.
@@ -172,66 +183,26 @@ def site_kl_per_dimension(q_site, p_site, analytic=True):
     its log-density.
     """
     q, p = _elementwise(q_site), _elementwise(p_site)
-    event_shape = q_site.fn.event_shape
-    kl = kl_or_log_ratio(q, p, q_site.value, analytic)
-    batch_shape = q_site.fn.batch_shape
+    event_shape = q_site["fn"].event_shape
+    kl = kl_or_log_ratio(q, p, q_site["value"], analytic)
+    batch_shape = q_site["fn"].batch_shape
     kl = kl.expand(*batch_shape, *event_shape).reshape(*batch_shape, math.prod(event_shape))
-    if isinstance(q_site.mask, torch.Tensor):
-        kl = kl * q_site.mask.unsqueeze(-1)
-    elif q_site.mask is False:
-        kl = kl * 0.0
-    if not (isinstance(q_site.scale, (int, float)) and q_site.scale == 1.0):
-        scale = q_site.scale.unsqueeze(-1) if isinstance(q_site.scale, torch.Tensor) else q_site.scale
-        kl = kl * scale
-    return kl
+    mask = q_site["mask"]
+    if isinstance(mask, torch.Tensor):
+        mask = mask.unsqueeze(-1)
+    scale = q_site["scale"]
+    if isinstance(scale, torch.Tensor) and scale.dim():
+        scale = scale.unsqueeze(-1)
+    return scale_and_mask(kl, scale, mask)
 
 
 def _elementwise(site):
     """The site's distribution without its ``Independent`` wrappers; it must have an empty event shape."""
-    fn = site.fn
+    fn = site["fn"]
     while isinstance(fn, Independent):
         fn = fn.base_dist
     if fn.event_shape != ():
-        raise ValueError(f"latent site {site.name!r}: per-dimension KL needs a distribution that factorises "
+        raise ValueError(f"latent site {site['name']!r}: per-dimension KL needs a distribution that factorises "
                          f"over the latent dimensions (element-wise, e.g. Normal(...).to_event(1)); "
                          f"got {type(fn).__name__} with event shape {tuple(fn.event_shape)}")
     return fn
-
-
-# configuration keys (``pyrovae train`` flags) that choose one of the objectives above
-FLAGS = {"beta": "--beta", "capacity": "--capacity", "free_bits": "--free-bits"}
-
-
-def objective_from_config(cfg):
-    """The objective a run configuration asks for with ``beta``, ``capacity`` or ``free_bits``, else None.
-
-    ``capacity`` needs ``capacity_steps``; ``gamma`` defaults to 1000 (Burgess et
-    al. 2018). Contradictory settings raise a ValueError naming the flags: two of
-    these objectives at once, any of them with ``objective="iwae"``, ``dreg`` or
-    ``warmup``, and ``capacity_steps`` or ``gamma`` without ``capacity``.
-    """
-    given = [key for key in FLAGS if cfg.get(key) is not None]
-    if cfg.get("capacity") is None:
-        orphans = [flag for key, flag in (("capacity_steps", "--capacity-steps"), ("gamma", "--gamma"))
-                   if cfg.get(key) is not None]
-        if orphans:
-            raise ValueError(f"{' and '.join(orphans)} set the controlled-capacity objective: pass --capacity C too")
-    if not given:
-        return None
-    flag = FLAGS[given[0]]
-    if len(given) > 1:
-        raise ValueError(f"{' and '.join(FLAGS[k] for k in given)} are different objectives: choose one")
-    conflicts = [f"--objective {cfg['objective']}"] if cfg.get("objective", "elbo") != "elbo" else []
-    conflicts += [f"--{key}" for key in ("dreg", "warmup") if cfg.get(key)]
-    if conflicts:
-        raise ValueError(f"{flag} reshapes the ELBO's KL term and does not combine with {', '.join(conflicts)}")
-    common = dict(analytic_kl=cfg.get("analytic_kl", True), num_particles=cfg.get("particles", 1))
-    if given == ["beta"]:
-        return BetaVAE(cfg["beta"], **common)
-    if given == ["free_bits"]:
-        return FreeBits(cfg["free_bits"], **common)
-    if cfg.get("capacity_steps") is None:
-        raise ValueError("--capacity needs --capacity-steps N: the number of SVI steps over which the target KL "
-                         "rises from 0 to the capacity")
-    gamma = 1000.0 if cfg.get("gamma") is None else cfg["gamma"]
-    return ControlledCapacity(cfg["capacity"], cfg["capacity_steps"], gamma, **common)

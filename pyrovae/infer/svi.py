@@ -5,8 +5,16 @@ Kingma & Welling 2014) on torch optimizers over the pair's parameters, in
 Pyro's ``ELBO(...)(model, guide)`` module style: mini-batches, Adam, optional
 gradient clipping, a validation bound each epoch, early stopping, atomic
 ``best``/``last`` checkpoints with exact resume, a progress bar and a JSONL
-metrics log. :func:`train` builds everything from a configuration (the CLI's
-``pyrovae train``).
+metrics log.
+
+**The run owns its parameter store.** Pyro keeps ``pyro.param`` s and the
+parameters of modules registered with ``pyro.module`` in one global store; two
+function-style pairs trained one after the other in one process would share
+(and silently not train) parameters of the same name. A run therefore works in
+its own store (``ParamStoreDict.scope``): every call of the pair the run makes
+happens inside :meth:`SVIRun.param_scope`, checkpoints carry the store whole,
+and a user evaluates a function-style pair with bare ``pyro.param`` s inside
+``with run.param_scope():``.
 """
 
 import json
@@ -17,57 +25,57 @@ import warnings
 
 import pyro
 import torch
+from pyro import poutine
 from tqdm.auto import tqdm
 
+from pyrovae.data.splits import as_split
 from pyrovae.infer import checkpoint as ckpt_io
-from pyrovae.data import ImageSplit
 from pyrovae.infer.elbo import ELBO
-from pyrovae.infer.trace import PairError, check_pair
-from pyrovae.util import seeded
 from pyrovae.infer.step import StepFunction
-
-
-def as_split(data):
-    """Wrap a tensor of images as an :class:`ImageSplit` (used as it is)."""
-    return data if isinstance(data, ImageSplit) else ImageSplit(data)
+from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, pair_modules
+from pyrovae.util import seeded
 
 
 @torch.no_grad()
-def evaluate_elbo(model, guide, split, batch_size=500, device="cpu", seed=0):
-    """The mean ELBO in nats per datapoint over ``split``.
+def evaluate_elbo(model, guide, data, batch_size=500, device="cpu", seed=0, obs="x"):
+    """The mean ELBO in nats per datapoint over ``data`` (any data :func:`~pyrovae.data.splits.as_split` takes).
 
-    Dynamic binarization and the latent draws come from ``seed`` on a forked
-    random state: the result is reproducible and training's random stream is
-    left untouched.
+    The pair runs in eval mode (restored after). Dynamic binarization and the
+    latent draws come from ``seed`` on a forked random state: the result is
+    reproducible and the caller's random stream is left untouched.
     """
-    split = as_split(split).fixed(seed)
+    split = as_split(data, obs).fixed(seed)
     objective = ELBO(analytic_kl=True)
     total, n = 0.0, 0
     device = torch.device(device)
-    with seeded(seed, device):
-        for x in split.batches(batch_size, device=device):
-            total += objective.terms(model, guide, x).elbo.item()
-            n += x.shape[0]
+    with seeded(seed, device), evaluation_mode(model, guide), poutine.block():
+        for batch in split.batches(batch_size, device=device):
+            t = objective.terms(model, guide, batch.x, **batch.kwargs)
+            total += float(t.elbo) / t.num_data * len(batch)
+            n += len(batch)
     return total / n
 
 
 class SVIRun:
     """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.infer.elbo.ELBO`).
 
-    ``train`` and ``val`` are :class:`~pyrovae.data.ImageSplit` s or image
-    tensors. With ``run_dir`` set, ``last.pt`` and ``best.pt`` are written there
-    each epoch (atomically) along with ``metrics.jsonl``; ``fit(resume=True)``
-    continues from ``last.pt`` and gives the same parameters as a run that was
-    never interrupted. ``patience``: stop after that many epochs without a better
-    validation bound (epochs before ``ignore_before_epoch`` do not count).
+    ``train`` and ``val`` are any data :func:`~pyrovae.data.splits.as_split`
+    takes (a tensor ``[N, *event]``, a dict of fields, a :class:`Split`, a torch
+    Dataset); fields other than the observed one reach the pair as keyword
+    arguments. With ``run_dir`` set, ``last.pt`` and ``best.pt`` are written
+    there each epoch (atomically) along with ``metrics.jsonl``;
+    ``fit(resume=True)`` continues from ``last.pt`` and gives the same
+    parameters as a run that was never interrupted. ``patience``: stop after
+    that many epochs without a better validation bound (epochs before
+    ``ignore_before_epoch`` do not count).
     """
 
     def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
                  clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu", run_dir=None,
-                 config=None, step_mode="graph", progress=True):
+                 config=None, step_mode="graph", progress=True, obs="x"):
         self.model, self.guide = model, guide
-        self.train_split = as_split(train)
-        self.val_split = None if val is None else as_split(val)
+        self.train_split = as_split(train, obs)
+        self.val_split = None if val is None else as_split(val, obs)
         self.objective = objective if objective is not None else ELBO()
         self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
         self.clip_norm, self.patience, self.ignore_before_epoch = clip_norm, patience, ignore_before_epoch
@@ -76,49 +84,61 @@ class SVIRun:
         self.progress = progress
         if batch_size < 1 or epochs < 0 or not lr > 0:
             raise ValueError(f"need batch_size >= 1, epochs >= 0, lr > 0; got {batch_size}, {epochs}, {lr}")
-        for m in (model, guide):
-            if isinstance(m, torch.nn.Module):
-                m.to(self.device)
+        for m in pair_modules(model, guide):
+            m.to(self.device)
+        self.param_state = {"params": {}, "constraints": {}}  # this run's Pyro param store (ParamStoreDict.scope)
         self.module = self.objective(model, guide)
-        self.latent_sites = self._check(self.train_split)
-        self.params = self._collect_params()
+        with self.param_scope():
+            self.info = self._check()
+            self.params, self._store_names = self._collect_params()
+            self.step_fn = StepFunction(self.module, self.params, step_mode)
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
-        self.step_fn = StepFunction(self.module, self.params, step_mode)
         self.history, self.epoch, self.global_step = [], 0, 0
         self.best_val, self.bad_epochs = -math.inf, 0
         if run_dir:
             os.makedirs(run_dir, exist_ok=True)
 
-    def _check(self, split):
-        x = split.materialize(torch.arange(min(len(split), self.batch_size)),
-                              torch.Generator().manual_seed(0)).to(self.device)
+    def param_scope(self):
+        """``with run.param_scope():`` Pyro's param store holds this run's parameters (and only them)."""
+        return pyro.get_param_store().scope(self.param_state)
+
+    def _first_batch(self, split):
+        index = split.batch_indices(self.batch_size)[0]
+        return split.materialize(index, torch.Generator().manual_seed(0)).to(self.device)
+
+    def _check(self):
+        batch = self._first_batch(self.train_split)
         try:
-            names = check_pair(self.model, self.guide, x)
+            return check_pair(self.model, self.guide, batch.x, **batch.kwargs)
         except PairError:
             raise
-        except (RuntimeError, ValueError) as e:
-            raise PairError(f"data of shape {list(x.shape)} does not fit the pair: running it failed with "
-                            f"{type(e).__name__}: {e}") from None
-        return names
+        except (RuntimeError, ValueError, TypeError) as e:
+            fields = f" with keyword fields {sorted(batch.kwargs)}" if batch.kwargs else ""
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise PairError(f"data of shape {list(batch.x.shape)}{fields} does not fit the pair: running it failed "
+                            f"with {type(e).__name__}: {first}") from None
 
     def _collect_params(self):
-        """The pair's parameters: its nn.Modules' and any it registers in Pyro's param store."""
-        params = {id(p): p for p in self.module.parameters()}
-        x = self.train_split.materialize(torch.arange(1)).to(self.device)
-        with pyro.poutine.trace(param_only=True) as tr, torch.no_grad():
-            self.objective.loss(self.model, self.guide, x)
-        store = {name: site["value"].unconstrained() for name, site in tr.trace.nodes.items()}
-        self._store_params = {name: p for name, p in store.items() if id(p) not in params}
-        params.update({id(p): p for p in self._store_params.values()})
-        return list(params.values())
+        """The pair's parameters: its modules' and every one it registers in the run's param store."""
+        params = {id(p): p for m in pair_modules(self.model, self.guide) for p in m.parameters()}
+        batch = self._first_batch(self.train_split)
+        with poutine.trace(param_only=True) as tr, torch.no_grad():
+            self.objective.loss(self.model, self.guide, batch.x, **batch.kwargs)
+        store_names = {}
+        for name, site in tr.trace.nodes.items():
+            unconstrained = site["value"].unconstrained()
+            params.setdefault(id(unconstrained), unconstrained)
+            store_names[name] = unconstrained
+        return list(params.values()), store_names
 
     # -- checkpoints -------------------------------------------------------
     def _state(self):
         state = {
             "format": ckpt_io.FORMAT,
             "pair": ckpt_io.pair_state(self.model, self.guide),
-            "param_store": {k: v.detach().cpu() for k, v in self._store_params.items()},
+            "param_store": {k: v.detach().cpu() for k, v in self._store_names.items()},
             "optimizer": self.optimizer.state_dict(),
+            "objective": {k: v.detach().cpu() for k, v in self.objective.state.items()},
             "epoch": self.epoch, "global_step": self.global_step,
             "best_val": self.best_val, "bad_epochs": self.bad_epochs,
             "history": self.history, "config": self.config,
@@ -132,15 +152,14 @@ class SVIRun:
         """Restore everything :meth:`_state` saved; errors name a corrupt or mismatched checkpoint."""
         state = ckpt_io.load(path)
         ckpt_io.load_pair_state(self.model, self.guide, state["pair"], path)
-        for name, value in state["param_store"].items():
-            if name not in self._store_params:
-                raise ckpt_io.CheckpointError(f"{path} holds parameter {name!r} that this pair does not have")
-            with torch.no_grad():
-                self._store_params[name].copy_(value)
+        load_param_store(self._store_names, state.get("param_store", {}), path)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except (ValueError, KeyError) as e:
             raise ckpt_io.CheckpointError(f"{path}: optimizer state does not fit this pair: {e}") from None
+        for k, v in state.get("objective", {}).items():
+            if k in self.objective.state:
+                self.objective.state[k].copy_(v)
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_val, self.bad_epochs = state["best_val"], state["bad_epochs"]
         self.history = list(state["history"])
@@ -164,10 +183,15 @@ class SVIRun:
             if not self.run_dir:
                 raise ValueError("resume needs the run_dir of the run to continue")
             self.load_state(self._path("last.pt"))
-        with pyro.validation_enabled(False):
+        with self.param_scope(), pyro.validation_enabled(False):
             while self.epoch < self.epochs and not self._should_stop():
                 self._train_epoch()
         return self.history
+
+    def evaluate(self, data, **kwargs):
+        """:func:`evaluate_elbo` of this run's pair on ``data``, inside the run's param store."""
+        with self.param_scope():
+            return evaluate_elbo(self.model, self.guide, data, device=self.device, **kwargs)
 
     def _should_stop(self):
         return self.patience is not None and self.bad_epochs >= self.patience
@@ -175,18 +199,20 @@ class SVIRun:
     def _train_epoch(self):
         epoch = self.epoch
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n_batches = math.ceil(len(self.train_split) / self.batch_size)
+        batches = self.train_split.batch_indices(self.batch_size, generator, shuffle=True)
         sums, seen, start = {}, 0, time.perf_counter()
-        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.progress, dynamic_ncols=True)
-        for x in self.train_split.batches(self.batch_size, generator, shuffle=True, device=self.device):
+        self.step_fn.recheck()
+        for index in batches:
+            batch = self.train_split.materialize(index, generator).to(self.device)
             self.objective.set_progress(epoch, self.global_step)
-            stats = self.step_fn(x)
+            stats = self.step_fn(batch)
             if self.clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
             self.optimizer.step()
             self.global_step += 1
-            b = x.shape[0]
+            b = len(batch)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             seen += b
@@ -224,3 +250,16 @@ class SVIRun:
         if row["epoch"] > self.ignore_before_epoch:
             self.bad_epochs += 1
         return False
+
+
+def load_param_store(store_params, saved, path="checkpoint"):
+    """Copy a checkpoint's param-store values into the run's store tensors ``{name: unconstrained tensor}``."""
+    unknown = sorted(set(saved) - set(store_params))
+    if unknown:
+        raise ckpt_io.CheckpointError(f"{path} holds parameters {unknown[:5]} that this pair does not have")
+    missing = sorted(set(store_params) - set(saved))
+    if missing:
+        raise ckpt_io.CheckpointError(f"{path} lacks the pair's parameters {missing[:5]}")
+    with torch.no_grad():
+        for name, value in saved.items():
+            store_params[name].copy_(value)
