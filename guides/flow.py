@@ -74,6 +74,26 @@ class FlowGuide(nn.Module):
             return pyro.sample(self.site, self.distribution(x))
 
 
+class _IAFStep(ConditionalAffineAutoregressive):
+    """Pyro's conditional IAF step whose inverse loops over its ordering as Python ints.
+
+    Pyro's inverse iterates over the network's ``permutation`` buffer, reading a
+    tensor's value at every step; with the ordering fixed here as ints, the
+    D-pass inversion (IWAE with ``dreg=True``) records as one graph in pyrovae's
+    captured SVI step.
+    """
+
+    def __init__(self, latent_dim, context_dim, hidden, order):
+        super().__init__(ConditionalAutoRegressiveNN(latent_dim, context_dim, hidden, permutation=torch.tensor(order)),
+                         stable=True)
+        self.order = list(order)
+
+    def condition(self, context):
+        step = super().condition(context)
+        step.arn.permutation = self.order
+        return step
+
+
 class IAFGuide(FlowGuide):
     """Inverse autoregressive flow guide (Kingma et al. 2016, arXiv 1606.04934, Algorithm 1).
 
@@ -94,11 +114,9 @@ class IAFGuide(FlowGuide):
 
     def __init__(self, encoder, latent_dim, context_dim, steps=2, hidden=None, site="z"):
         _check_sizes(latent_dim, context_dim, steps)
-        order = torch.arange(latent_dim)
-        transforms = [ConditionalAffineAutoregressive(
-            ConditionalAutoRegressiveNN(latent_dim, context_dim, _hidden(hidden, latent_dim),
-                                        permutation=order if t % 2 == 0 else order.flip(0)),
-            stable=True) for t in range(steps)]
+        order = list(range(latent_dim))
+        transforms = [_IAFStep(latent_dim, context_dim, _hidden(hidden, latent_dim), order if t % 2 == 0 else order[::-1])
+                      for t in range(steps)]
         super().__init__(encoder, transforms, site)
 
 

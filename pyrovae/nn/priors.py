@@ -112,6 +112,17 @@ class VampPrior(nn.Module):
         return _gaussian_mixture(loc, log_scale)
 
 
+class _MADE(AutoRegressiveNN):
+    """Pyro's ``AutoRegressiveNN``, casting its input to its weights' dtype.
+
+    Pyro's ``AffineAutoregressive`` inverse (a draw from :class:`FlowPrior`) starts
+    from zeros of the default dtype, which a float64 network would reject.
+    """
+
+    def forward(self, x):
+        return super().forward(x.to(self.layers[0].weight.dtype))
+
+
 class FlowPrior(nn.Module):
     """A masked autoregressive flow prior (Papamakarios et al. 2017, arXiv 1705.07057) on N(0, I).
 
@@ -141,8 +152,8 @@ class FlowPrior(nn.Module):
         self.latent_dim, self.steps = latent_dim, steps
         hidden = [10 * latent_dim] if hidden is None else [int(h) for h in hidden]
         order = torch.arange(latent_dim)
-        self.made = nn.ModuleList(AutoRegressiveNN(latent_dim, hidden, permutation=order if t % 2 == 0 else
-                                                   order.flip(0)) for t in range(steps))
+        self.made = nn.ModuleList(_MADE(latent_dim, hidden, permutation=order if t % 2 == 0 else order.flip(0))
+                                  for t in range(steps))
         for net in self.made:
             nn.init.zeros_(net.layers[-1].weight)
             nn.init.zeros_(net.layers[-1].bias)
