@@ -48,9 +48,9 @@ class FlowGuide(nn.Module):
     """``guide(x)`` samples site ``site`` (default ``"z"``) from the flow ``transforms`` on N(mu(x), sigma(x)).
 
     ``encoder(x)`` returns ``(loc, log_scale, context)``, each with the batch
-    dims of x; ``transforms`` are Pyro conditional transforms
-    (``ConditionalTransformModule``), each conditioned on the context, or plain
-    transforms. The context is computed once per datum and broadcast against
+    dims of x; ``transforms`` are Pyro transform modules, conditional ones
+    (``ConditionalTransformModule``) conditioned on the context and
+    unconditional ones (``TransformModule``) used as they are. The context is computed once per datum and broadcast against
     the particle dims of the draw, so the guide runs under pyrovae's outer
     ``pyro.plate("particles", K)`` (draws ``[K, B, D]``).
     """
@@ -64,7 +64,7 @@ class FlowGuide(nn.Module):
         self.site = site
 
     def distribution(self, x):
-        """q(z | x) for a batch ``x``: a ``TransformedDistribution`` with batch shape ``x.shape[:1]``, event ``[D]``."""
+        """q(z | x) for a batch ``x``: a ``TransformedDistribution`` with the batch dims of x and event shape ``[D]``."""
         loc, log_scale, context = self.encoder(x)
         base = dist.Normal(loc, log_scale.exp()).to_event(1)
         return dist.ConditionalTransformedDistribution(base, list(self.transforms)).condition(context)
