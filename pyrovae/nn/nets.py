@@ -163,6 +163,35 @@ class ConvDecoder(nn.Module):
         return _apply_flat(self.net, z, 1, self.image_shape)
 
 
+class ContextEncoder(nn.Module):
+    """An :class:`MLPEncoder` or :class:`ConvEncoder` that also returns a context h(x) for a flow guide.
+
+    The inverse autoregressive flow guide (Kingma et al. 2016, arXiv 1606.04934,
+    section 4) reads (mu, sigma, h) from one encoder: z0 ~ N(mu(x), sigma(x)) and
+    every flow step is conditioned on h. Here f(x) are the wrapped encoder's
+    features (the input of its Gaussian head): (mu, log sigma) = head(f(x)) as
+    before and h = Linear(f(x)) with ``context_dim`` units.
+    x ``[*batch, *image_shape]`` -> (loc, log_scale, context), ``[*batch, latent_dim]`` twice and
+    ``[*batch, context_dim]``.
+    """
+
+    def __init__(self, encoder, context_dim):
+        super().__init__()
+        if not isinstance(encoder, (MLPEncoder, ConvEncoder)):
+            raise TypeError(f"ContextEncoder wraps an MLPEncoder or ConvEncoder, got {type(encoder).__name__}")
+        if not isinstance(context_dim, int) or context_dim < 1:
+            raise ValueError(f"context_dim must be a positive integer, got {context_dim!r}")
+        self.encoder = encoder
+        self.image_shape, self.latent_dim, self.context_dim = encoder.image_shape, encoder.latent_dim, context_dim
+        self.features = encoder.head.loc.in_features
+        self.context = nn.Linear(self.features, context_dim)
+
+    def forward(self, x):
+        f = _apply_flat(self.encoder.body, x, len(self.image_shape), (self.features,))
+        loc, log_scale = self.encoder.head(f)
+        return loc, log_scale, self.context(f)
+
+
 ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 
 

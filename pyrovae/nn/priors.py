@@ -5,13 +5,15 @@ one datum's latent vector (event shape ``[latent_dim]``, empty batch shape); the
 model's ``pyro.plate("data", B)`` broadcasts it over the batch (and over
 particles when pyrovae vectorizes them). Hoffman & Johnson (2016, "ELBO
 surgery") show that the standard normal prior's marginal KL term is where much
-of the ELBO is lost; the two learned priors below let p(z) move towards the
+of the ELBO is lost; the learned priors below let p(z) move towards the
 aggregate posterior q(z) = (1/N) sum_n q(z | x_n).
 """
 
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro.distributions.transforms import AffineAutoregressive
+from pyro.nn import AutoRegressiveNN
 from torch import nn
 
 
@@ -110,15 +112,72 @@ class VampPrior(nn.Module):
         return _gaussian_mixture(loc, log_scale)
 
 
-PRIORS = {"standard": StandardNormal, "mog": MixtureOfGaussians, "vamp": VampPrior}
+class _MADE(AutoRegressiveNN):
+    """Pyro's ``AutoRegressiveNN``, casting its input to its weights' dtype.
+
+    Pyro's ``AffineAutoregressive`` inverse (a draw from :class:`FlowPrior`) starts
+    from zeros of the default dtype, which a float64 network would reject.
+    """
+
+    def forward(self, x):
+        return super().forward(x.to(self.layers[0].weight.dtype))
 
 
-def make_prior(name, latent_dim, num_components=None, encoder=None, input_shape=None, init="random", data=None):
+class FlowPrior(nn.Module):
+    """A masked autoregressive flow prior (Papamakarios et al. 2017, arXiv 1705.07057) on N(0, I).
+
+    p(z) = N(u; 0, I) prod_t |det d u_t / d u_{t-1}|, u_0 = z, u = u_S, where each
+    of the ``steps`` steps maps u_{t-1} to u_t by Pyro's ``AffineAutoregressive``
+    over a MADE network (``AutoRegressiveNN``, Germain et al. 2015, arXiv
+    1502.03509) with ``hidden`` units (default [10 D]):
+
+        u_{t,i} = u_{t-1,i} exp(s_i(u_{t-1,<i})) + m_i(u_{t-1,<i}),
+
+    the MAF of the paper's section 3 with exp(-alpha_i) = exp(s_i) and
+    mu_i = -m_i exp(-s_i). The distribution pushes N(0, I) through the inverses
+    of these steps, so its log-density, which needs z -> u, is one parallel pass
+    per step (no inversion), and a draw, which needs u -> z, is D sequential
+    passes per step. The ordering is reversed between steps. The last layer of
+    every MADE starts at zero (s = m = 0), so the prior starts as N(0, I).
+
+    Torch has no KL between a Gaussian guide and a ``TransformedDistribution``:
+    the ELBO's KL for this prior is a Monte Carlo term.
+    """
+
+    def __init__(self, latent_dim, steps=4, hidden=None):
+        super().__init__()
+        for name, value, least in (("latent_dim", latent_dim, 2), ("steps", steps, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"FlowPrior: {name} must be an integer >= {least}, got {value!r}")
+        self.latent_dim, self.steps = latent_dim, steps
+        hidden = [10 * latent_dim] if hidden is None else [int(h) for h in hidden]
+        order = torch.arange(latent_dim)
+        self.made = nn.ModuleList(_MADE(latent_dim, hidden, permutation=order if t % 2 == 0 else order.flip(0))
+                                  for t in range(steps))
+        for net in self.made:
+            nn.init.zeros_(net.layers[-1].weight)
+            nn.init.zeros_(net.layers[-1].bias)
+        self.register_buffer("loc", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(latent_dim))
+
+    def forward(self):
+        # z -> u applies the steps in order 1..S; the distribution maps u -> z through their inverses, S..1
+        to_base = [AffineAutoregressive(net) for net in self.made]
+        return dist.TransformedDistribution(dist.Normal(self.loc, self.scale).to_event(1),
+                                            [t.inv for t in reversed(to_base)])
+
+
+PRIORS = {"standard": StandardNormal, "mog": MixtureOfGaussians, "vamp": VampPrior, "flow": FlowPrior}
+
+
+def make_prior(name, latent_dim, num_components=None, encoder=None, input_shape=None, init="random", data=None,
+               flow_steps=None):
     """Build a prior by name (see ``PRIORS``).
 
     ``mog`` takes ``num_components`` (default 10); ``vamp`` takes
     ``num_components`` (default 500), the guide's ``encoder`` of this latent,
-    the ``input_shape`` of the data and the pseudo-input ``init`` (and ``data``).
+    the ``input_shape`` of the data and the pseudo-input ``init`` (and ``data``);
+    ``flow`` takes its number of steps ``flow_steps`` (default 4).
     """
     if name == "standard":
         return StandardNormal(latent_dim)
@@ -128,4 +187,6 @@ def make_prior(name, latent_dim, num_components=None, encoder=None, input_shape=
         if encoder is None or input_shape is None:
             raise ValueError("the VampPrior needs the guide's encoder and the input shape of the data")
         return VampPrior(encoder, input_shape, num_components or 500, init, data)
+    if name == "flow":
+        return FlowPrior(latent_dim, 4 if flow_steps is None else flow_steps)
     raise ValueError(f"unknown prior {name!r}; expected one of {sorted(PRIORS)}")
