@@ -483,13 +483,13 @@ def test_mean_representation_reads_the_guide_mean():
 
     x = torch.randn(10, K)
     expected = encoder.loc(x).detach().numpy()
-    rep = D.mean_representation(guide, site="code", batch_size=4)  # 3 batches, the last one short
+    rep = D.mean_representation(guide, sites="code", batch_size=4)  # 3 batches, the last one short
     codes = rep(x)
     assert isinstance(codes, np.ndarray) and codes.shape == (10, 3)
     np.testing.assert_allclose(codes, expected, rtol=1e-6, atol=1e-6)  # the mean, not a draw
     np.testing.assert_allclose(rep(x.numpy().astype(np.float64)), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(KeyError, match="'z'.*'code'"):
-        D.mean_representation(guide)(x)
+        D.mean_representation(guide, sites="z")(x)
 
 
 def test_mean_representation_unwraps_and_drives_a_metric():
@@ -513,3 +513,69 @@ def test_mean_representation_refuses_a_distribution_without_mean():
 
     with pytest.raises(ValueError, match="has no mean"):
         D.mean_representation(guide)(torch.zeros(3, K))
+
+
+def _top_down_guide():
+    """TopDownGuide q(z2 | x) q(z1 | x, z2) with small random networks; z2 has 2 dims, z1 3."""
+    from pyrovae.guides import TopDownGuide
+    from pyrovae.nn.nets import ConditionalGaussian
+
+    torch.manual_seed(0)
+    return TopDownGuide(ConditionalGaussian([(K,)], 2, hidden=(8,)), [ConditionalGaussian([(K,), (2,)], 3, hidden=(8,))])
+
+
+def test_mean_representation_runs_a_hierarchical_guide_at_its_means():
+    # z1's distribution depends on z2: its code is the mean of q(z1 | x, z2 = E[z2 | x]),
+    # so the codes are a deterministic function of x, whatever the global random state.
+    guide = _top_down_guide()
+    x = torch.randn(7, K)
+    with torch.no_grad():
+        z2 = guide.encoder(x)[0]
+        z1 = guide.conditionals[0](x, z2)[0]
+    torch.manual_seed(1)
+    codes = D.mean_representation(guide)(x)  # every latent site, in the guide's order: z2 then z1
+    np.testing.assert_allclose(codes, torch.cat([z2, z1], -1).numpy(), rtol=1e-6, atol=1e-6)
+    torch.manual_seed(2)
+    assert np.array_equal(D.mean_representation(guide)(x), codes)
+    # In batches of 3 only float rounding of the smaller matrix products differs.
+    np.testing.assert_allclose(D.mean_representation(guide, batch_size=3)(x), codes, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(D.mean_representation(guide, sites="z1")(x), z1.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(D.mean_representation(guide, sites=["z1", "z2"])(x), codes[:, [2, 3, 4, 0, 1]],
+                               rtol=1e-6, atol=1e-6)
+    with pytest.warns(DeprecationWarning, match="sites="):
+        old = D.mean_representation(guide, site="z1")
+    assert np.array_equal(old(x), D.mean_representation(guide, sites="z1")(x))
+    with pytest.raises(KeyError, match=r"'z3'.*\['z2', 'z1'\]"):
+        D.mean_representation(guide, sites=["z1", "z3"])(x)
+    with pytest.raises(TypeError, match="sites"):
+        D.mean_representation(guide, sites=[])
+
+
+def test_mean_representation_seeds_randomness_left_in_the_guide():
+    # A guide with dropout on its input: its codes are random, but the same seed gives the same ones.
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(nn.functional.dropout(x.float(), 0.5), 1.0).to_event(1))
+
+    x = torch.ones(20, K)
+    first = D.mean_representation(guide, seed=3)(x)
+    assert np.array_equal(D.mean_representation(guide, seed=3)(x), first)
+    assert not np.array_equal(D.mean_representation(guide, seed=4)(x), first)
+
+
+def test_mean_representation_refuses_discrete_sites_and_sites_outside_the_data_plate():
+    def discrete(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Categorical(logits=torch.zeros(x.shape[0], 3)))
+
+    with pytest.raises(ValueError, match=r"'c' is discrete \(Categorical\)"):
+        D.mean_representation(discrete)(torch.zeros(2, K))
+
+    def global_latent(x):
+        pyro.sample("scale", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x.float(), 1.0).to_event(1))
+
+    with pytest.raises(ValueError, match=r"'scale' is not inside pyro.plate\('data'"):
+        D.mean_representation(global_latent)(torch.zeros(2, K))
+    assert D.mean_representation(global_latent, sites="z")(torch.zeros(2, K)).shape == (2, K)

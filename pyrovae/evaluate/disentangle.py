@@ -30,10 +30,13 @@ times them.
 """
 
 import time
+import warnings
 
 import numpy as np
 import torch
 from pyro import poutine
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 from scipy.stats import entropy
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -41,12 +44,12 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from pyrovae.infer.distributions import site_mean
-from pyrovae.infer.trace import latent_sites, run_program
-from pyrovae.util import positive_int
+from pyrovae.infer.distributions import base_distribution, distribution_mean
+from pyrovae.infer.trace import DATA_PLATE, latent_sites, run_program
+from pyrovae.util import positive_int, seeded
 
 __all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
-           "compute_all", "mean_representation", "METRICS"]
+           "compute_all", "mean_representation", "AtMean", "METRICS"]
 
 _CHUNK = 1024  # observations rendered and encoded per call of representation_fn
 
@@ -527,33 +530,117 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
 # representations from a Pyro guide
 
 
-def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kwargs):
-    """A ``representation_fn`` from any Pyro guide: the mean of q(z | x) at ``site``.
+class AtMean(Messenger):
+    """Sets every latent sample site to the mean of its distribution as the program draws it.
 
-    The guide is run once per batch of ``batch_size`` observations (through
-    :func:`pyrovae.infer.trace.run_program`, under ``torch.no_grad`` and hidden from any
-    enclosing Pyro handler); the code is the mean of the site's distribution,
-    unwrapping ``Independent``/masked wrappers via ``base_dist`` where the wrapper has
-    no mean of its own, flattened to ``[N, D]``. Observations (tensor or array) are
-    cast to torch's default dtype, and ``device`` moves them before the guide sees
-    them; extra keyword arguments go to the guide.
+    Sites drawn later condition on these values, so a hierarchical guide's
+    q(z1 | x, z2) sees z2 = E[z2 | x]: a run under this handler is deterministic.
+    Observed sites and plate subsample sites are left alone. A discrete site is
+    refused: its mean (e.g. a Bernoulli's probabilities, or NaN for a
+    ``Categorical``) is not a value it can take, so later sites would condition on
+    an impossible value. A site without a finite mean is refused too.
     """
+
+    def _pyro_sample(self, msg):
+        if msg["is_observed"] or site_is_subsample(msg):
+            return
+        fn, name = msg["fn"], msg["name"]
+        kind = type(base_distribution(fn)).__name__
+        if _is_discrete(fn):
+            raise ValueError(f"latent site {name!r} is discrete ({kind}): its mean is not a value the site can "
+                             "take, so mean_representation cannot run the guide at it; score continuous sites, "
+                             "or write a representation_fn of your own")
+        mean = distribution_mean(fn)
+        if mean is None:
+            raise ValueError(f"latent site {name!r}: its distribution {kind} has no mean")
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"latent site {name!r}: its distribution {kind} has a mean that is not finite")
+        msg["value"] = mean.expand(fn.batch_shape + fn.event_shape)
+        msg["done"] = True
+
+
+def _is_discrete(fn):
+    try:
+        return bool(fn.support.is_discrete)
+    except NotImplementedError:  # a support that depends on parameters and does not say
+        return False
+
+
+def mean_representation(guide, sites=None, batch_size=256, device=None, seed=0, site=None, **guide_kwargs):
+    """A ``representation_fn`` from any Pyro guide: the means of its latent sites given x.
+
+    The guide runs once per batch of ``batch_size`` observations under
+    :class:`AtMean`, which sets each latent site to the mean of its distribution as
+    it is drawn, so the sites after it condition on that mean (for a top-down
+    hierarchical guide q(z2 | x) q(z1 | x, z2), z1's code is the mean of
+    q(z1 | x, z2 = E[z2 | x]), not of a noisy draw). The run is under
+    ``torch.no_grad``, hidden from any enclosing Pyro handler, and with torch's
+    random generator seeded to ``seed`` (restored after), so that randomness left
+    in the guide (dropout, say) is reproducible too: the same observations give
+    the same codes.
+
+    ``sites`` picks the code: ``None`` (default) is every latent site of the guide,
+    in the order the guide draws them; a site name; or a list of names, in that
+    order. Each site's mean is flattened to ``[N, -1]`` with the data plate's dim
+    first, and the sites are concatenated along the last dim, e.g. ``[N, d2 + d1]``
+    for ``sites=None`` on a top-down two-level guide. ``site=`` is the old name of
+    ``sites`` for one site (deprecated).
+
+    Observations (tensor or array) are cast to torch's default dtype, and
+    ``device`` moves them before the guide sees them; extra keyword arguments go
+    to the guide. Returns ``[N, D]`` float NumPy arrays. KeyError for a name that
+    is not a latent site; ValueError for a discrete site, a site without a finite
+    mean or a site outside ``pyro.plate("data", N)`` (see :class:`AtMean`).
+    """
+    if site is not None:
+        warnings.warn("mean_representation(site=...) is deprecated; pass sites=... (a name or a list of names)",
+                      DeprecationWarning, stacklevel=2)
+        if sites is not None:
+            raise TypeError("mean_representation takes sites=... or its deprecated alias site=..., not both")
+        sites = site
+    names = _site_names(sites)
     batch_size = positive_int("batch_size", batch_size)
 
     def representation_fn(observations):
         x = torch.as_tensor(observations).to(torch.get_default_dtype())
-        means = []
-        with torch.no_grad(), poutine.block():
+        codes = []
+        with torch.no_grad(), poutine.block(), seeded(seed, device):
             for start in range(0, len(x), batch_size):
                 batch = x[start:start + batch_size]
                 if device is not None:
                     batch = batch.to(device)
-                sites = latent_sites(run_program(guide, batch, **guide_kwargs))
-                if site not in sites:
-                    raise KeyError(f"the guide has no latent sample site {site!r}; its latent sites are "
-                                   f"{sorted(sites)} (pass site=...)")
-                mean = site_mean(sites[site])
-                means.append(mean.reshape(len(batch), -1).cpu())
-        return torch.cat(means).numpy()
+                with AtMean():
+                    drawn = latent_sites(run_program(guide, batch, **guide_kwargs))
+                if not drawn:
+                    raise ValueError("the guide has no latent sample sites: there is no code to read")
+                codes.append(torch.cat([_flat_code(drawn, name, len(batch)) for name in names or drawn], -1).cpu())
+        return torch.cat(codes).numpy()
 
     return representation_fn
+
+
+def _site_names(sites):
+    """``sites`` as a list of names (None stays None: every latent site)."""
+    if sites is None:
+        return None
+    names = [sites] if isinstance(sites, str) else list(sites)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"sites must be None, a site name or a non-empty list of names, got {sites!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"sites names a site twice: {names}")
+    return names
+
+
+def _flat_code(drawn, name, num):
+    """The value of latent site ``name`` of a run, as ``[num, -1]`` with the data plate's dim first."""
+    if name not in drawn:
+        raise KeyError(f"the guide has no latent sample site {name!r}; its latent sites are {list(drawn)} "
+                       "(pass sites=...)")
+    site = drawn[name]
+    dim = site.plate_dim(DATA_PLATE)
+    if dim is None:
+        raise ValueError(f"latent site {name!r} is not inside pyro.plate({DATA_PLATE!r}, N): it has no code per "
+                         "observation")
+    value = site.value
+    value = value.movedim(value.dim() - len(site.fn.event_shape) + dim, 0)
+    return value.reshape(num, -1)
