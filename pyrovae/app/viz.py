@@ -60,17 +60,18 @@ def reconstruction_means(model, guide, x):
 
 
 def image_grid(images, nrow=None, padding=2):
-    """Tile images ``[N, C, H, W]`` (C = 1 or 3) into one ``[H', W']`` or ``[H', W', 3]`` array."""
+    """Tile images ``[N, C, H, W]`` (C = 1 or 3) into one ``[H', W']`` or ``[H', W', 3]`` array.
+
+    ``torchvision.utils.make_grid`` with white (1.0) padding of ``padding`` pixels:
+    ``nrow`` images per row (default ``ceil(sqrt(N))``; ``min(nrow, N)`` columns),
+    values clamped to [0, 1].
+    """
+    from torchvision.utils import make_grid
+
     images = images.detach().float().cpu().clamp(0, 1)
-    n, c, h, w = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    ncol = math.ceil(n / nrow)
-    grid = torch.ones(c, ncol * (h + padding) + padding, nrow * (w + padding) + padding)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top:top + h, left:left + w] = images[i]
-    return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def save_grid(images, path, nrow=None, title=None):
