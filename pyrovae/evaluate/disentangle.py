@@ -14,7 +14,6 @@ learning of disentangled representations")::
   ``num_factors``, ``sample_factors(num, rng)`` (integer factor indices
   ``[num, K]``) and ``sample_observations_from_factors(factors)``.
 - ``rng`` is a ``numpy.random.Generator`` (or an int seed). Same seed, same scores.
-
 - ``chunk_size`` is how many observations go to one call of ``representation_fn``
   (disentanglement_lib's ``batch_size`` in MIG, DCI and SAP); it changes the cost,
   never the scores. ``batch_size`` is the BetaVAE and FactorVAE papers' batch of
