@@ -92,7 +92,7 @@ def run_setting(name, overrides, data, args):
     history = run.fit()
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    scores = compute_all(mean_representation(guide, site="z"), ShapesFactors(), np.random.default_rng(args.seed),
+    scores = compute_all(mean_representation(guide, sites="z"), ShapesFactors(), np.random.default_rng(args.seed),
                          num_train=args.num_points, num_eval=args.num_points // 2,
                          num_variance_estimate=args.num_points, n_estimators=args.trees)
     return {

@@ -46,7 +46,7 @@ def standardized_guide_means(seed):
     cfg["image_shape"] = list(ShapesFactors.image_shape)
     pyro.set_rng_seed(seed)
     _, guide = build_pair(cfg)
-    means = mean_representation(guide, site="z")
+    means = mean_representation(guide, sites="z")
     sample = means(ShapesFactors().sample(2000, np.random.default_rng(seed))[1])
     loc, scale = sample.mean(0), sample.std(0)
     return lambda x: (means(x) - loc) / scale

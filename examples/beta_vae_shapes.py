@@ -59,7 +59,7 @@ def main():
 
     _, model, guide, data = load_run(args.out)
     n = args.num_points
-    scores = compute_all(mean_representation(guide, site="z"), ShapesFactors(), np.random.default_rng(args.seed),
+    scores = compute_all(mean_representation(guide, sites="z"), ShapesFactors(), np.random.default_rng(args.seed),
                          num_train=n, num_eval=n // 2, num_variance_estimate=n, n_estimators=50)
     print(f"disentanglement scores ({n} training points per metric):")
     for metric, values in scores.items():

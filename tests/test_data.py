@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae.data import Split, ShapesFactors, load_dataset
+from pyrovae.data import ShapesFactors, Split, load_dataset
+from pyrovae.data.mnist import read_idx
 from pyrovae.data.shapes import FACTOR_SIZES, render
 
 
@@ -45,10 +46,14 @@ def test_fixed_factor_sampling():
     assert torch.equal(grid[int(np.ravel_multi_index(factors[0], FACTOR_SIZES))], images[0])
 
 
+def _idx_bytes(array, dtype_code=0x08):
+    header = struct.pack(">HBB", 0, dtype_code, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
 def _write_idx(path, array):
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
     with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+        f.write(_idx_bytes(array))
 
 
 @pytest.mark.parametrize("layout", ["flat", "torchvision"])
@@ -66,6 +71,31 @@ def test_mnist_from_idx_files(tmp_path, layout):
     assert data.image_shape == (1, 28, 28)
     all_train = torch.cat([data.train.data, data.val.data]) * 255
     assert sorted(all_train.round().sum(dim=(1, 2, 3)).tolist()) == sorted(train.sum(axis=(1, 2)).astype(float).tolist())
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["gz", "plain"])
+def test_idx_files_read_back_exactly_and_bad_ones_are_named(tmp_path, compressed):
+    rng = np.random.default_rng(1)
+    images, labels = rng.integers(0, 256, size=(5, 28, 28)), rng.integers(0, 10, size=5)
+
+    def write(name, data):
+        path = tmp_path / (name + (".gz" if compressed else ""))
+        with (gzip.open if compressed else open)(path, "wb") as f:
+            f.write(data)
+        return str(path)
+
+    read_images = read_idx(write("images", _idx_bytes(images)), "images")
+    assert read_images.dtype == torch.uint8 and np.array_equal(read_images.numpy(), images)
+    read_labels = read_idx(write("labels", _idx_bytes(labels)), "labels")
+    assert read_labels.dtype == torch.int64 and np.array_equal(read_labels.numpy(), labels)
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(write("short", _idx_bytes(images)[:-10]), "images")
+    with pytest.raises(ValueError, match="not an IDX file of images"):
+        read_idx(write("html", b"<html>not found</html>" * 10), "images")
+    with pytest.raises(ValueError, match="not an IDX file of images"):
+        read_idx(write("labels-as-images", _idx_bytes(labels)), "images")
+    with pytest.raises(ValueError, match="not an IDX file of labels"):
+        read_idx(write("int32", _idx_bytes(labels, dtype_code=0x0C)[:8] + labels.astype(">i4").tobytes()), "labels")
 
 
 def test_dynamic_binarization_redraws_static_does_not():

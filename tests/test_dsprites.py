@@ -132,7 +132,7 @@ def test_cli_trains_and_scores_on_dsprites(dsprites_file, tmp_path, capsys):
     assert main(["metrics", str(out), "--num-points", "40", "--trees", "5", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"beta_vae", "factor_vae", "mig", "dci", "sap"}
     saved = json.loads((out / "disentanglement.json").read_text())  # for pyrovae report
-    assert saved["settings"] == {"dataset": "dsprites", "num_points": 40, "trees": 5, "seed": 0}
+    assert saved["settings"] == {"dataset": "dsprites", "num_points": 40, "trees": 5, "seed": 0, "sites": None}
     assert main(["metrics", str(out), "--dataset", "shapes", "--num-points", "20", "--trees", "5"]) == 0
     assert "beta_vae" in capsys.readouterr().out
     assert main(["train", "--dataset", "dsprites", "--out", str(tmp_path / "r2"), *small]) == 2

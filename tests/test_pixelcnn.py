@@ -7,11 +7,12 @@ import pyro
 import pytest
 import torch
 
+from conftest import pair_sites
+
 import pyrovae
 from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.guides import GaussianGuide
 from pyrovae.infer.distributions import distribution_mean
-from pyrovae.infer.trace import run_pair
 from pyrovae.models import VAE
 from pyrovae.nn.nets import MLPDecoder, MLPEncoder
 from pyrovae.nn.pixelcnn import GatedPixelCNN, PixelCNNLikelihood, horizontal_mask, vertical_mask
@@ -172,11 +173,11 @@ def test_a_pixelcnn_vae_trains_with_svirun_and_its_loss_decreases(binary_images)
 
 def test_importance_sampling_vectorizes_particles_through_the_pixelcnn(binary_images):
     model, guide = _pixelcnn_vae()
-    x = binary_images.images[:4]
-    guide_sites, model_sites = run_pair(model, guide, x, num_particles=6, particle_dim=-2)
-    z = guide_sites["z"].value
+    x = binary_images.data[:4]
+    guide_sites, model_sites = pair_sites(model, guide, x, num_particles=6)
+    z = guide_sites["z"]["value"]
     assert z.shape == (6, 4, 2)
-    log_px_z = model_sites["x"].log_prob()
+    log_px_z = model_sites["x"]["log_prob"]
     assert log_px_z.shape == (6, 4)
     for k in range(6):  # the same numbers one particle at a time
         torch.testing.assert_close(log_px_z[k], model.likelihood(model.decoder(z[k])).log_prob(x))

@@ -35,7 +35,7 @@ from torch.distributions import kl_divergence  # noqa: E402
 from pyrovae.evaluate import diagnostics  # noqa: E402
 from pyrovae.infer.distributions import distribution_mean, factorised, site_mean  # noqa: E402
 from pyrovae.infer.elbo import closed_form_kl_sites  # noqa: E402
-from pyrovae.infer.predictive import ResampleObserved  # noqa: E402
+from pyrovae.infer.predictive import AtMean, ResampleObserved  # noqa: E402
 from pyrovae.infer.trace import (  # noqa: E402
     evaluation_mode,
     is_latent,
@@ -84,17 +84,18 @@ def reconstruction_means(model, guide, x, obs_site="x", **kwargs):
 
 
 def image_grid(images, nrow=None, padding=2):
-    """Tile images ``[N, C, H, W]`` (C = 1 or 3) into one ``[H', W']`` or ``[H', W', 3]`` array."""
+    """Tile images ``[N, C, H, W]`` (C = 1 or 3) into one ``[H', W']`` or ``[H', W', 3]`` array.
+
+    ``torchvision.utils.make_grid`` with white (1.0) padding of ``padding`` pixels:
+    ``nrow`` images per row (default ``ceil(sqrt(N))``; ``min(nrow, N)`` columns),
+    values clamped to [0, 1].
+    """
+    from torchvision.utils import make_grid
+
     images = images.detach().float().cpu().clamp(0, 1)
-    n, c, h, w = images.shape
-    nrow = nrow or math.ceil(math.sqrt(n))
-    ncol = math.ceil(n / nrow)
-    grid = torch.ones(c, ncol * (h + padding) + padding, nrow * (w + padding) + padding)
-    for i in range(n):
-        r, col = divmod(i, nrow)
-        top, left = padding + r * (h + padding), padding + col * (w + padding)
-        grid[:, top:top + h, left:left + w] = images[i]
-    return grid[0].numpy() if c == 1 else grid.permute(1, 2, 0).numpy()
+    nrow = nrow or math.ceil(math.sqrt(images.shape[0]))
+    grid = make_grid(images, nrow=nrow, padding=padding, pad_value=1.0)
+    return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
 
 
 def save_grid(images, path, nrow=None, title=None):
@@ -147,19 +148,8 @@ def guide_means(guide, x, **kwargs):
     on its parent's mean: the codes are deterministic.
     """
     with poutine.block():
-        tr = trace_program(_AtMeans()(guide), x, **kwargs)
+        tr = trace_program(AtMean()(guide), x, **kwargs)
     return {name: s["value"] for name, s in latent_sites(tr).items()}
-
-
-class _AtMeans(poutine.messenger.Messenger):
-    """Draws every latent site at its distribution's mean (where it has one) instead of sampling it."""
-
-    def _pyro_sample(self, msg):
-        if is_latent(msg) and not msg["done"]:
-            mean = distribution_mean(msg["fn"])
-            if mean is not None:
-                msg["value"] = mean.expand(msg["fn"].shape())
-                msg["done"] = True
 
 
 @torch.no_grad()

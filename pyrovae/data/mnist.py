@@ -9,10 +9,10 @@ torchvision fetches the files (for users who are online).
 
 import gzip
 import os
-import struct
+import shutil
+import tempfile
 
-import numpy as np
-import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -28,18 +28,29 @@ HOW_TO_GET = {
 }
 
 
-def read_idx(path):
-    """A NumPy array from an IDX file (gzip-compressed or not)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        zero, dtype_code, ndim = struct.unpack(">HBB", f.read(4))
-        if zero != 0 or dtype_code != 0x08:
-            raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-        shape = struct.unpack(">" + "I" * ndim, f.read(4 * ndim))
-        data = np.frombuffer(f.read(), dtype=np.uint8)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: expected {int(np.prod(shape))} values, found {data.size}")
-    return data.reshape(shape)
+def read_idx(path, kind):
+    """The tensor of an IDX file of unsigned bytes, gzip-compressed or not, with torchvision's reader.
+
+    ``kind`` is ``"images"`` (``uint8 [N, H, W]``, ``torchvision.datasets.mnist.read_image_file``)
+    or ``"labels"`` (``int64 [N]``, ``read_label_file``). torchvision reads plain
+    files only, so a ``.gz`` file is decompressed into a temporary folder first.
+    ValueError naming the file when it is not such an IDX file (a bad header, another
+    dtype, a labels file read as images) or when it is truncated.
+    """
+    reader = {"images": read_image_file, "labels": read_label_file}[kind]
+    try:
+        if not path.endswith(".gz"):
+            return reader(path)
+        with tempfile.TemporaryDirectory() as folder:
+            plain = os.path.join(folder, os.path.basename(path)[:-3])
+            with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            return reader(plain)
+    except RuntimeError as e:  # the data do not fill the shape in the header
+        raise ValueError(f"{path} is truncated (or has bytes past its data): {e}") from e
+    except (AssertionError, TypeError, ValueError, EOFError, gzip.BadGzipFile) as e:
+        reason = str(e) or "bad header"
+        raise ValueError(f"{path} is not an IDX file of {kind} in unsigned bytes ({reason})") from e
 
 
 def _find(folder, stem):
@@ -69,9 +80,9 @@ def load_idx_split(name, split, root=None, download=False):
         root = _download(name, root or ".")
     folder = find_root(name, root)
     images_stem, labels_stem = FILES[split]
-    images = read_idx(_find(folder, images_stem))
-    labels = read_idx(_find(folder, labels_stem))
-    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+    images = read_idx(_find(folder, images_stem), "images")
+    labels = read_idx(_find(folder, labels_stem), "labels")
+    return images.unsqueeze(1), labels
 
 
 def _download(name, root):

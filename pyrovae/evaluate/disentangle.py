@@ -4,7 +4,7 @@ Every metric is one function with the calling convention of disentanglement_lib
 (Locatello et al. 2019, "Challenging common assumptions in the unsupervised
 learning of disentangled representations")::
 
-    metric(representation_fn, ground_truth, rng, <sample sizes>, batch_size=...) -> dict
+    metric(representation_fn, ground_truth, rng, <sample sizes>, chunk_size=...) -> dict
 
 - ``representation_fn`` maps a batch of observations ``[N, ...]`` (a float tensor,
   as the ground-truth dataset renders it) to codes: an array ``[N, D]``.
@@ -14,29 +14,38 @@ learning of disentangled representations")::
   ``num_factors``, ``sample_factors(num, rng)`` (integer factor indices
   ``[num, K]``) and ``sample_observations_from_factors(factors)``.
 - ``rng`` is a ``numpy.random.Generator`` (or an int seed). Same seed, same scores.
+- ``chunk_size`` is how many observations go to one call of ``representation_fn``
+  (disentanglement_lib's ``batch_size`` in MIG, DCI and SAP); it changes the cost,
+  never the scores. ``batch_size`` is the BetaVAE and FactorVAE papers' batch of
+  observations behind one training point, an argument of those two metrics only.
 
-The sample sizes default to disentanglement_lib's (see REFERENCES.md); smaller
-ones make quick, noisier estimates. :func:`compute_all` runs all five and times them.
+The sample sizes default to disentanglement_lib's (its ``unsupervised_study_v1``
+configs: 10,000 training and 5,000 evaluation points, FactorVAE's variance
+estimate on 10,000, batches of 64); smaller ones make quick, noisier estimates.
+SAP and FactorVAE follow disentanglement_lib's definitions by default; pyrovae's
+earlier variants are options (``sap_score(classifier="threshold")``,
+``factor_vae_score(prune="variance")``). :func:`compute_all` runs all five and
+times them.
 """
 
-import math
 import time
 
 import numpy as np
 import torch
 from pyro import poutine
+from scipy.stats import entropy
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
-from pyrovae.infer.distributions import site_mean
-from pyrovae.infer.trace import latent_sites, run_program
-from pyrovae.util import positive_int
+from pyrovae.infer.predictive import AtMean
+from pyrovae.infer.trace import DATA_PLATE, frame, latent_sites, trace_program
+from pyrovae.util import positive_int, seeded
 
 __all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
-           "compute_all", "mean_representation", "METRICS"]
+           "compute_all", "mean_representation", "AtMean", "METRICS"]
 
 _CHUNK = 1024  # observations rendered and encoded per call of representation_fn
 
@@ -60,6 +69,7 @@ def _seed(rng):
 
 def _codes(representation_fn, ground_truth, factors, chunk_size=_CHUNK):
     """Codes ``[N, D]`` (float64) of the observations of ``factors`` ``[N, K]``, in chunks."""
+    chunk_size = positive_int("chunk_size", chunk_size)
     out = []
     for start in range(0, len(factors), chunk_size):
         part = factors[start:start + chunk_size]
@@ -83,12 +93,20 @@ def _sample_codes(representation_fn, ground_truth, num, rng, chunk_size):
     return factors, _codes(representation_fn, ground_truth, factors, chunk_size)
 
 
-def _normalized_entropy(p, base):
-    """Entropy of the rows of ``p`` (each summing to 1) in log base ``base``; 0 when base is 1."""
-    if base <= 1:
-        return np.zeros(p.shape[0])
-    logp = np.log(np.where(p > 0, p, 1.0))
-    return -(p * logp).sum(axis=1) / math.log(base)
+def _one_minus_entropy(weights, num_outcomes):
+    """``1 - H(p) / log(num_outcomes)`` for each row of ``weights`` normalised to a distribution p.
+
+    The entropy is ``scipy.stats.entropy`` (which normalises the rows). A row of
+    zeros has no distribution and gets 0; with one outcome there is no uncertainty
+    and every non-zero row gets 1.
+    """
+    out = np.zeros(weights.shape[0])
+    rows = weights.sum(axis=1) > 0
+    if num_outcomes == 1:
+        out[rows] = 1.0
+    elif rows.any():
+        out[rows] = 1.0 - entropy(weights[rows], base=num_outcomes, axis=1)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -153,25 +171,44 @@ def _beta_vae_points(representation_fn, ground_truth, rng, num_points, batch_siz
 # FactorVAE score
 
 
+PRUNE_RULES = ("std", "variance")
+
+
 def factor_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_eval=5000,
-                     num_variance_estimate=10000, batch_size=64, prune_threshold=0.05,
+                     num_variance_estimate=10000, batch_size=64, prune="std", prune_threshold=0.05,
                      chunk_size=_CHUNK):
-    r"""FactorVAE disentanglement score (Kim & Mnih 2018, "Disentangling by factorising", ICML).
+    r"""FactorVAE disentanglement score (Kim & Mnih 2018, "Disentangling by factorising",
+    ICML, arXiv 1802.05983), as disentanglement_lib computes it.
 
-    First the code's per-dimension variance :math:`s_j^2` is estimated on
-    ``num_variance_estimate`` uniform draws; dimensions with :math:`s_j^2 <`
-    ``prune_threshold`` are treated as collapsed and never vote. One training point:
-    draw a factor :math:`k`, fix it at one random value across ``batch_size`` draws,
-    and take the dimension with the smallest normalized variance,
+    First the code's per-dimension standard deviation :math:`s_j` (``ddof=1``) is
+    estimated on ``num_variance_estimate`` uniform draws, and collapsed dimensions
+    are pruned: they never vote. The rule is ``prune``:
 
-    .. math:: d = \arg\min_{j \text{ active}} \operatorname{Var}_{\text{batch}}(z_j) / s_j^2 .
+    - ``"std"`` (default): dimension :math:`j` is kept when :math:`s_j \ge`
+      ``prune_threshold``; disentanglement_lib's ``prune_dims`` rule, with its
+      studies' threshold 0.05.
+    - ``"variance"``: kept when :math:`s_j^2 \ge` ``prune_threshold``; pyrovae's
+      earlier rule, which with 0.05 also prunes dimensions of standard deviation
+      between 0.05 and 0.224. Kept to reproduce earlier pyrovae numbers.
 
-    The pair :math:`(d, k)` is one vote. The classifier is the majority vote: each
-    dimension :math:`d` predicts the factor it voted for most often on the
-    ``num_train`` points; the score is its accuracy on those points and on
-    ``num_eval`` fresh ones. The normalization makes the score invariant to
-    rescaling (and permuting) the code's dimensions, as long as no dimension crosses
-    the pruning threshold. Chance is about ``1 / num_factors``.
+    One training point: draw a factor :math:`k`, fix it at one random value across
+    ``batch_size`` draws (the others drawn uniformly), divide the codes by the
+    global :math:`s_j` and take the active dimension of least variance over the batch,
+
+    .. math:: d = \arg\min_{j \text{ active}} \operatorname{Var}_{\text{batch}}(z_j / s_j)
+
+    (ties go to the lowest index). The pair :math:`(d, k)` is one vote. The
+    classifier is the majority vote: dimension :math:`d` predicts the factor it
+    voted for most often on the ``num_train`` training points (ties to the lowest
+    factor index); the score is its accuracy on those points and on ``num_eval``
+    fresh ones. Dividing by :math:`s_j` makes the score invariant to rescaling
+    (and permuting) the code's dimensions, as long as no dimension crosses the
+    pruning threshold. Chance is about ``1 / num_factors``; a code with every
+    dimension pruned scores 0.
+
+    ``num_active_dims`` counts the dimensions kept. (disentanglement_lib reports
+    the length of its boolean mask there, i.e. every dimension; its accuracies are
+    the same as these.)
 
     Returns ``{"train_accuracy", "eval_accuracy", "num_active_dims"}``.
     """
@@ -180,19 +217,21 @@ def factor_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_
     num_eval = positive_int("num_eval", num_eval)
     num_variance_estimate = positive_int("num_variance_estimate", num_variance_estimate)
     batch_size = positive_int("batch_size", batch_size)
+    if prune not in PRUNE_RULES:
+        raise ValueError(f"prune must be one of {PRUNE_RULES}, got {prune!r}")
     if batch_size < 2 or num_variance_estimate < 2:
         raise ValueError("factor_vae_score needs batch_size >= 2 and num_variance_estimate >= 2 "
                          "to estimate variances")
     _, codes = _sample_codes(representation_fn, ground_truth, num_variance_estimate, rng, chunk_size)
-    global_variances = codes.var(axis=0, ddof=1)
-    active = global_variances >= prune_threshold
+    global_std = codes.std(axis=0, ddof=1)
+    active = (global_std if prune == "std" else global_std**2) >= prune_threshold
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
     votes = _factor_vae_votes(representation_fn, ground_truth, rng, num_train, batch_size, chunk_size,
-                              global_variances, active)
+                              global_std, active)
     classifier = votes.argmax(axis=1)
     eval_votes = _factor_vae_votes(representation_fn, ground_truth, rng, num_eval, batch_size, chunk_size,
-                                   global_variances, active)
+                                   global_std, active)
     dims = np.arange(len(classifier))
     return {"train_accuracy": float(votes[dims, classifier].sum() / num_train),
             "eval_accuracy": float(eval_votes[dims, classifier].sum() / num_eval),
@@ -200,12 +239,12 @@ def factor_vae_score(representation_fn, ground_truth, rng, num_train=10000, num_
 
 
 def _factor_vae_votes(representation_fn, ground_truth, rng, num_points, batch_size, chunk_size,
-                      global_variances, active):
+                      global_std, active):
     """The vote matrix ``[D, K]``: how often dimension d had the least normalized variance for factor k."""
     num_factors = ground_truth.num_factors
     sizes = np.asarray(ground_truth.factor_sizes)
     active_dims = np.flatnonzero(active)
-    votes = np.zeros((len(global_variances), num_factors), dtype=np.int64)
+    votes = np.zeros((len(global_std), num_factors), dtype=np.int64)
     per_group = max(1, chunk_size // batch_size)
     for start in range(0, num_points, per_group):
         group = min(per_group, num_points - start)
@@ -214,9 +253,9 @@ def _factor_vae_votes(representation_fn, ground_truth, rng, num_points, batch_si
         factors = np.asarray(ground_truth.sample_factors(group * batch_size, rng))
         factors[np.arange(group * batch_size), np.repeat(fixed, batch_size)] = np.repeat(values, batch_size)
         codes = _codes(representation_fn, ground_truth, factors, chunk_size)
-        codes = codes.reshape(group, batch_size, -1)[:, :, active_dims]
-        ratio = codes.var(axis=1, ddof=1) / global_variances[active_dims]
-        np.add.at(votes, (active_dims[ratio.argmin(axis=1)], fixed), 1)
+        normalized = codes.reshape(group, batch_size, -1)[:, :, active_dims] / global_std[active_dims]
+        least = normalized.var(axis=1, ddof=1).argmin(axis=1)
+        np.add.at(votes, (active_dims[least], fixed), 1)
     return votes
 
 
@@ -225,7 +264,7 @@ def _factor_vae_votes(representation_fn, ground_truth, rng, num_points, batch_si
 
 
 def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000, num_bins=20,
-                           batch_size=64):
+                           chunk_size=_CHUNK):
     r"""Mutual information gap, MIG (Chen et al. 2018, "Isolating sources of
     disentanglement in variational autoencoders", NeurIPS).
 
@@ -249,7 +288,7 @@ def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000
     rng = _as_rng(rng)
     num_train = positive_int("num_train", num_train)
     num_bins = positive_int("num_bins", num_bins)
-    factors, codes = _sample_codes(representation_fn, ground_truth, num_train, rng, max(batch_size, _CHUNK))
+    factors, codes = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk_size)
     discrete = _discretize(codes, num_bins)
     mi = _mutual_information(discrete, factors)
     entropy = np.array([mutual_info_score(f, f) for f in factors.T])
@@ -278,8 +317,8 @@ def _mutual_information(discrete_codes, factors):
 # DCI
 
 
-def dci(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, batch_size=64,
-        n_estimators=100):
+def dci(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, n_estimators=100,
+        chunk_size=_CHUNK):
     r"""Disentanglement, completeness and informativeness (Eastwood & Williams 2018,
     "A framework for the quantitative evaluation of disentangled representations", ICLR).
 
@@ -310,9 +349,8 @@ def dci(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, ba
     num_train = positive_int("num_train", num_train)
     num_test = positive_int("num_test", num_test)
     n_estimators = positive_int("n_estimators", n_estimators)
-    chunk = max(batch_size, _CHUNK)
-    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk)
-    f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk)
+    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk_size)
+    f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk_size)
     num_codes, num_factors = z_train.shape[1], f_train.shape[1]
     importance = np.zeros((num_codes, num_factors))
     train_acc, test_acc = [], []
@@ -337,13 +375,9 @@ def dci_from_importance(importance):
     if total == 0:
         return {"disentanglement": 0.0, "completeness": 0.0}
     num_codes, num_factors = importance.shape
-    code_mass = importance.sum(axis=1)
-    p_code = importance / np.where(code_mass > 0, code_mass, 1.0)[:, None]
-    per_code = 1.0 - _normalized_entropy(p_code, num_factors)
-    disentanglement = float((code_mass / total * per_code).sum())
-    factor_mass = importance.sum(axis=0)
-    p_factor = (importance / np.where(factor_mass > 0, factor_mass, 1.0)[None, :]).T
-    per_factor = np.where(factor_mass > 0, 1.0 - _normalized_entropy(p_factor, num_codes), 0.0)
+    per_code = _one_minus_entropy(importance, num_factors)
+    disentanglement = float((importance.sum(axis=1) / total * per_code).sum())
+    per_factor = _one_minus_entropy(importance.T, num_codes)
     return {"disentanglement": disentanglement, "completeness": float(per_factor.mean())}
 
 
@@ -351,28 +385,42 @@ def dci_from_importance(importance):
 # SAP score
 
 
-def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, batch_size=64,
-              continuous_factors=False, classifier="threshold"):
+SAP_CLASSIFIERS = ("linear_svc", "threshold")
+
+
+def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=5000, continuous_factors=False,
+              classifier="linear_svc", chunk_size=_CHUNK):
     r"""Separated attribute predictability, SAP (Kumar et al. 2018, "Variational
-    inference of disentangled latent concepts from unlabeled observations", ICLR).
+    inference of disentangled latent concepts from unlabeled observations", ICLR,
+    arXiv 1711.00848, section 3), as disentanglement_lib computes it by default.
 
     A score matrix :math:`S \in \mathbb{R}^{D \times K}` says how well code dimension
-    :math:`j` alone predicts factor :math:`k`. For continuous factors
-    (``continuous_factors=True``) :math:`S_{jk}` is the :math:`R^2` of a linear
-    regression of :math:`v_k` on :math:`z_j` (the squared correlation). For discrete
-    factors :math:`S_{jk}` is the test accuracy of a one-dimensional classifier
-    trained on ``num_train`` draws and scored on ``num_test`` fresh ones:
+    :math:`j` alone predicts factor :math:`k`.
 
-    - ``classifier="threshold"`` (default): thresholds on :math:`z_j` cutting the line
-      into at most as many intervals as the factor has levels, each predicting one
-      level (a decision tree on the one feature with that many leaves). A
-      dimension equal to the factor scores 1; the score is invariant to permuting
-      and monotonically rescaling dimensions.
-    - ``classifier="linear_svc"``: a linear SVM (C=0.01, balanced class weights) on
-      :math:`z_j`, the choice of disentanglement_lib. A one-vs-rest linear rule on
-      one feature separates only a few levels, so factors with many levels score
-      low even for a perfect code, and the regularization makes the score depend on
-      the scale of :math:`z_j`.
+    - Continuous factors (``continuous_factors=True``): :math:`S_{jk}` is the
+      :math:`R^2` of a linear regression of :math:`v_k` on :math:`z_j`, the squared
+      correlation :math:`\operatorname{Cov}(z_j, v_k)^2 / (\operatorname{Var} z_j \operatorname{Var} v_k)`
+      on the ``num_train`` draws (no test set is drawn); 0 where
+      :math:`\operatorname{Var} z_j \le 10^{-12}` (disentanglement_lib's rule) or
+      the factor is constant.
+    - Discrete factors (default): :math:`S_{jk}` is the accuracy on ``num_test``
+      fresh draws of a classifier of :math:`v_k` fitted on :math:`z_j` alone on the
+      ``num_train`` draws. ``classifier`` picks it:
+
+      - ``"linear_svc"`` (default): a linear SVM, ``sklearn.svm.LinearSVC(C=0.01,
+        class_weight="balanced")`` on the raw :math:`z_j`, as disentanglement_lib.
+        Its one-vs-rest linear rules on one feature separate only a few levels, so
+        a factor with many levels scores low even when :math:`z_j` is the factor
+        itself (the factors of ``shapes`` as their own code score about 0.23, not
+        1), and the regularization makes the score depend on the scale of :math:`z_j`.
+      - ``"threshold"``: thresholds on :math:`z_j` cutting the line into at most as
+        many intervals as the factor has levels, each predicting one level (a
+        decision tree on the one feature with that many leaves); pyrovae's earlier
+        default, closer to the paper's intent that a dimension equal to the
+        factor scores 1. Invariant to permuting and monotonically rescaling dimensions.
+
+      A factor that takes one value in the training draws has nothing to predict:
+      its column is 0 (disentanglement_lib's SVM would fail on it).
 
     With :math:`S^{(1)}_k \ge S^{(2)}_k` the two largest entries of column :math:`k`,
 
@@ -383,16 +431,15 @@ def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=50
     rng = _as_rng(rng)
     num_train = positive_int("num_train", num_train)
     num_test = positive_int("num_test", num_test)
-    if classifier not in ("threshold", "linear_svc"):
-        raise ValueError(f"classifier must be 'threshold' or 'linear_svc', got {classifier!r}")
-    chunk = max(batch_size, _CHUNK)
-    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk)
-    f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk)
+    if classifier not in SAP_CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {SAP_CLASSIFIERS}, got {classifier!r}")
+    f_train, z_train = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk_size)
     if z_train.shape[1] < 2:
         raise ValueError("sap_score needs a representation with at least 2 dimensions")
     if continuous_factors:
         scores = _r_squared(z_train, f_train)
     else:
+        f_test, z_test = _sample_codes(representation_fn, ground_truth, num_test, rng, chunk_size)
         scores = _single_dim_accuracy(z_train, f_train, z_test, f_test, classifier, _seed(rng))
     top = np.sort(scores, axis=0)[::-1]
     per_factor = top[0] - top[1]
@@ -400,20 +447,24 @@ def sap_score(representation_fn, ground_truth, rng, num_train=10000, num_test=50
 
 
 def _r_squared(codes, factors):
-    """``[D, K]`` squared Pearson correlations (0 where either side is constant)."""
+    """``[D, K]`` squared Pearson correlations; 0 where the code's variance is <= 1e-12 or the factor is constant."""
     zc = codes - codes.mean(axis=0)
     fc = factors - factors.mean(axis=0)
     cov = zc.T @ fc
-    norms = np.sqrt((zc**2).sum(axis=0))[:, None] * np.sqrt((fc**2).sum(axis=0))[None, :]
-    return np.divide(cov**2, norms**2, out=np.zeros_like(cov), where=norms > 0)
+    z_var = (zc**2).sum(axis=0) / (len(codes) - 1)
+    f_norm = (fc**2).sum(axis=0)
+    defined = (z_var > 1e-12)[:, None] & (f_norm > 0)[None, :]
+    denominator = np.outer((zc**2).sum(axis=0), f_norm)
+    return np.divide(cov**2, denominator, out=np.zeros_like(cov), where=defined)
 
 
 def _single_dim_accuracy(z_train, f_train, z_test, f_test, classifier, seed):
+    """``[D, K]`` test accuracies of one-dimensional classifiers (see :func:`sap_score`)."""
     scores = np.zeros((z_train.shape[1], f_train.shape[1]))
     for k in range(f_train.shape[1]):
         levels = len(np.unique(f_train[:, k]))
         if levels < 2:
-            continue  # a constant factor: nothing to predict, every dimension scores 0
+            continue
         for j in range(z_train.shape[1]):
             if classifier == "threshold":
                 model = DecisionTreeClassifier(max_leaf_nodes=levels, random_state=seed)
@@ -443,7 +494,9 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
 
     Each metric draws from its own generator, spawned from ``rng`` in the fixed
     order of ``METRICS``, so a metric's scores do not depend on which others run.
-    ``num_eval`` is also the test size of DCI and SAP. Returns
+    ``num_eval`` is also the test size of DCI and SAP; ``batch_size`` is BetaVAE's
+    and FactorVAE's. Every metric runs with its defaults otherwise (SAP with
+    disentanglement_lib's linear SVM, FactorVAE with its pruning rule). Returns
     ``{name: {**scores, "seconds": wall-clock seconds}}``.
     """
     rng = _as_rng(rng)
@@ -456,9 +509,9 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
         "beta_vae": dict(num_train=num_train, num_eval=num_eval, batch_size=batch_size),
         "factor_vae": dict(num_train=num_train, num_eval=num_eval, batch_size=batch_size,
                            num_variance_estimate=num_variance_estimate),
-        "mig": dict(num_train=num_train, batch_size=batch_size),
-        "dci": dict(num_train=num_train, num_test=num_eval, batch_size=batch_size, n_estimators=n_estimators),
-        "sap": dict(num_train=num_train, num_test=num_eval, batch_size=batch_size),
+        "mig": dict(num_train=num_train),
+        "dci": dict(num_train=num_train, num_test=num_eval, n_estimators=n_estimators),
+        "sap": dict(num_train=num_train, num_test=num_eval),
     }
     results = {}
     for name in names:
@@ -473,33 +526,73 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
 # representations from a Pyro guide
 
 
-def mean_representation(guide, site="z", batch_size=256, device=None, **guide_kwargs):
-    """A ``representation_fn`` from any Pyro guide: the mean of q(z | x) at ``site``.
+def mean_representation(guide, sites=None, batch_size=256, device=None, seed=0, **guide_kwargs):
+    """A ``representation_fn`` from any Pyro guide: the means of its latent sites given x.
 
-    The guide is run once per batch of ``batch_size`` observations (through
-    :func:`pyrovae.infer.trace.run_program`, under ``torch.no_grad`` and hidden from any
-    enclosing Pyro handler); the code is the mean of the site's distribution,
-    unwrapping ``Independent``/masked wrappers via ``base_dist`` where the wrapper has
-    no mean of its own, flattened to ``[N, D]``. Observations (tensor or array) are
-    cast to torch's default dtype, and ``device`` moves them before the guide sees
-    them; extra keyword arguments go to the guide.
+    The guide runs once per batch of ``batch_size`` observations under
+    :class:`AtMean`, which sets each latent site to the mean of its distribution as
+    it is drawn, so the sites after it condition on that mean (for a top-down
+    hierarchical guide q(z2 | x) q(z1 | x, z2), z1's code is the mean of
+    q(z1 | x, z2 = E[z2 | x]), not of a noisy draw). The run is under
+    ``torch.no_grad``, hidden from any enclosing Pyro handler, and with torch's
+    random generator seeded to ``seed`` (restored after), so that randomness left
+    in the guide (dropout, say) is reproducible too: the same observations give
+    the same codes.
+
+    ``sites`` picks the code: ``None`` (default) is every latent site of the guide,
+    in the order the guide draws them; a site name; or a list of names, in that
+    order. Each site's mean is flattened to ``[N, -1]`` with the data plate's dim
+    first, and the sites are concatenated along the last dim, e.g. ``[N, d2 + d1]``
+    for ``sites=None`` on a top-down two-level guide.
+
+    Observations (tensor or array) are cast to torch's default dtype, and
+    ``device`` moves them before the guide sees them; extra keyword arguments go
+    to the guide. Returns ``[N, D]`` float NumPy arrays. KeyError for a name that
+    is not a latent site; ValueError for a discrete site, a site without a finite
+    mean or a site outside ``pyro.plate("data", N)`` (see :class:`AtMean`).
     """
+    names = _site_names(sites)
     batch_size = positive_int("batch_size", batch_size)
 
     def representation_fn(observations):
         x = torch.as_tensor(observations).to(torch.get_default_dtype())
-        means = []
-        with torch.no_grad(), poutine.block():
+        codes = []
+        with torch.no_grad(), poutine.block(), seeded(seed, device):
             for start in range(0, len(x), batch_size):
                 batch = x[start:start + batch_size]
                 if device is not None:
                     batch = batch.to(device)
-                sites = latent_sites(run_program(guide, batch, **guide_kwargs))
-                if site not in sites:
-                    raise KeyError(f"the guide has no latent sample site {site!r}; its latent sites are "
-                                   f"{sorted(sites)} (pass site=...)")
-                mean = site_mean(sites[site])
-                means.append(mean.reshape(len(batch), -1).cpu())
-        return torch.cat(means).numpy()
+                drawn = latent_sites(trace_program(AtMean()(guide), batch, **guide_kwargs))
+                if not drawn:
+                    raise ValueError("the guide has no latent sample sites: there is no code to read")
+                codes.append(torch.cat([_flat_code(drawn, name, len(batch)) for name in names or drawn], -1).cpu())
+        return torch.cat(codes).numpy()
 
     return representation_fn
+
+
+def _site_names(sites):
+    """``sites`` as a list of names (None stays None: every latent site)."""
+    if sites is None:
+        return None
+    names = [sites] if isinstance(sites, str) else list(sites)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"sites must be None, a site name or a non-empty list of names, got {sites!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"sites names a site twice: {names}")
+    return names
+
+
+def _flat_code(drawn, name, num):
+    """The value of latent site ``name`` of a run, as ``[num, -1]`` with the data plate's dim first."""
+    if name not in drawn:
+        raise KeyError(f"the guide has no latent sample site {name!r}; its latent sites are {list(drawn)} "
+                       "(pass sites=...)")
+    site = drawn[name]
+    f = frame(site, DATA_PLATE)
+    if f is None or f.dim is None:
+        raise ValueError(f"latent site {name!r} is not inside pyro.plate({DATA_PLATE!r}, N): it has no code per "
+                         "observation")
+    value = site["value"]
+    value = value.movedim(value.dim() - len(site["fn"].event_shape) + f.dim, 0)
+    return value.reshape(num, -1)

@@ -7,14 +7,17 @@ sites, so conditioning labels the model observes stay observed). A prior
 predictive draw runs the model alone the same way. In both the data ``x``
 only give the batch its shape, so a model written as ``model(x)`` -- Pyro's
 usual style -- needs nothing more, and the observed site may have another
-shape than ``x`` (a model that flattens images).
+shape than ``x`` (a model that flattens images). :class:`AtMean` runs a
+program at the means of its latent sites (deterministic codes and pictures).
 """
 
 import pyro
+import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
-from pyrovae.infer.trace import PARTICLE_PLATE, data_dim, is_observed, trace_program
+from pyrovae.infer.distributions import base_distribution, distribution_mean
+from pyrovae.infer.trace import PARTICLE_PLATE, data_dim, is_latent, is_observed, trace_program
 
 
 class ResampleObserved(Messenger):
@@ -62,3 +65,39 @@ def draws_per_datum(site, nesting):
 def observed_names(trace):
     """The names of the observed sites of a model trace (deterministic records left out)."""
     return [name for name, site in trace.nodes.items() if is_observed(site)]
+
+
+class AtMean(Messenger):
+    """Sets every latent sample site to the mean of its distribution as the program draws it.
+
+    Sites drawn later condition on these values, so a hierarchical guide's
+    q(z1 | x, z2) sees z2 = E[z2 | x]: a run under this handler is deterministic.
+    Observed sites and plate subsample sites are left alone. A discrete site is
+    refused: its mean (e.g. a Bernoulli's probabilities, or NaN for a
+    ``Categorical``) is not a value it can take, so later sites would condition on
+    an impossible value. A site without a finite mean is refused too.
+    """
+
+    def _pyro_sample(self, msg):
+        if not is_latent(msg):
+            return
+        fn, name = msg["fn"], msg["name"]
+        kind = type(base_distribution(fn)).__name__
+        if _is_discrete(fn):
+            raise ValueError(f"latent site {name!r} is discrete ({kind}): its mean is not a value the site can "
+                             "take, so mean_representation cannot run the guide at it; score continuous sites, "
+                             "or write a representation_fn of your own")
+        mean = distribution_mean(fn)
+        if mean is None:
+            raise ValueError(f"latent site {name!r}: its distribution {kind} has no mean")
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"latent site {name!r}: its distribution {kind} has a mean that is not finite")
+        msg["value"] = mean.expand(fn.batch_shape + fn.event_shape)
+        msg["done"] = True
+
+
+def _is_discrete(fn):
+    try:
+        return bool(fn.support.is_discrete)
+    except NotImplementedError:  # a support that depends on parameters and does not say
+        return False
