@@ -69,14 +69,25 @@ KHAT_THRESHOLD = 0.7
 
 
 def pareto_khat(log_w):
-    """Pareto k-hat of every datapoint's importance weights ``[K, B]`` -> ``[B]`` (arviz.psislw)."""
+    """Pareto k-hat of every datapoint's importance weights ``[K, B]`` -> ``[B]`` (arviz.psislw).
+
+    The fit uses the M = min(K / 5, 3 sqrt(K)) largest weights. Where they are
+    tied (a discrete latent with few states, or weights that are exact because
+    the guide is the posterior) a tail has no shape: k-hat is NaN there.
+    """
     import arviz as az
 
+    k = log_w.shape[0]
+    tail = int(min(0.2 * k, 3 * math.sqrt(k))) + 1
+    top = torch.topk(log_w.detach().double(), tail, dim=0).values
+    tied = (top.max(0).values - top.min(0).values) <= 1e-9 * top.abs().max(0).values.clamp(min=1.0)
+    distinct = torch.tensor([torch.unique(top[:, i]).numel() >= tail for i in range(top.shape[1])])
     lw = log_w.detach().double().cpu().numpy().T
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
         _, khat = az.psislw(lw)
-    return torch.as_tensor(np.asarray(khat, dtype=np.float64))
+    khat = torch.as_tensor(np.asarray(khat, dtype=np.float64))
+    return torch.where(tied | ~distinct, torch.tensor(float("nan"), dtype=torch.float64), khat)
 
 
 @dataclass
@@ -113,15 +124,22 @@ class LogLikelihood:
 
     @property
     def khat_above(self):
-        """The fraction of datapoints whose k-hat exceeds 0.7 (their error bars are not to be trusted)."""
+        """The fraction of datapoints whose k-hat exceeds 0.7 (their error bars are not to be trusted);
+        datapoints without a k-hat (NaN: tied weights) count as below."""
         return float((self.khat > KHAT_THRESHOLD).double().mean())
 
     def to_dict(self):
         return {"nll": self.nll, "nll_std_error": self.nll_std_error,
                 "nll_data_std_error": self.nll_data_std_error, "num_samples": self.num_samples,
                 "num_datapoints": int(self.log_px.numel()), "mean_ess": float(self.ess.mean()),
-                "khat_max": float(self.khat.max()), "khat_mean": float(self.khat.mean()),
+                "khat_max": _nan_to_none(self.khat.nan_to_num(-math.inf).max()),
+                "khat_mean": _nan_to_none(self.khat.nanmean()),
                 "khat_above_0.7": self.khat_above}
+
+
+def _nan_to_none(t):
+    value = float(t)
+    return value if math.isfinite(value) else None
 
 
 def _summary(log_w, k):

@@ -55,7 +55,7 @@ from pyrovae.infer.trace import (
     is_enumerated,
     is_reparameterized,
     latent_sites,
-    max_plate_nesting,
+    pair_structure,
     trace_pair,
 )
 
@@ -72,7 +72,7 @@ class Objective:
 
     def __init__(self):
         self.state = {}
-        self._nesting = {}
+        self._structure = {}
 
     def loss(self, model, guide, *args, **kwargs):
         raise NotImplementedError
@@ -80,12 +80,16 @@ class Objective:
     def set_progress(self, epoch, step):
         """Called by the SVI run before each step; schedules (warm-up, capacity) override it."""
 
+    def structure(self, model, guide, *args, **kwargs):
+        """The pair's :class:`~pyrovae.infer.trace.PairStructure`, found once per pair (on a forked random state)."""
+        key = (_identity(model), _identity(guide))
+        if key not in self._structure:
+            self._structure[key] = pair_structure(model, guide, *args, **kwargs)
+        return self._structure[key]
+
     def nesting(self, model, guide, *args, **kwargs):
         """The pair's plate nesting (:func:`~pyrovae.infer.trace.max_plate_nesting`), found once per pair."""
-        key = (_identity(model), _identity(guide))
-        if key not in self._nesting:
-            self._nesting[key] = max_plate_nesting(model, guide, *args, **kwargs)
-        return self._nesting[key]
+        return self.structure(model, guide, *args, **kwargs).nesting
 
     def __call__(self, model, guide):
         return ObjectiveModule(self, model, guide)
@@ -166,6 +170,8 @@ class ELBOTerms:
     _kl_surrogate: torch.Tensor = None
     _score_terms: list = field(default_factory=list)
 
+    separable = True  # reconstruction and KL known apart
+
     @property
     def elbo(self):
         return self.reconstruction - self.kl
@@ -244,25 +250,102 @@ def _as_tensor(value):
 
 
 def _enumerated_terms(pt, num_data, normalizer):
-    """Enumerated pairs: the bound is Pyro's TraceEnum_ELBO computation, the KL part its DiCE expectation."""
+    """Enumerated pairs: each cost's expectation over the guide's enumerated (and sampled) sites, as DiCE.
+
+    Sites enumerated in the guide only: every cost term c at plate ordinal t is
+    weighted by the DiCE factors of the guide sites at ordinals within t --
+    q(y) for an enumerated site, exp(log q - log q.detach()) for a sampled
+    non-reparameterized one -- and summed over every dim (Foerster et al. 2018;
+    Pyro's ``Dice``, written with plain tensor operations so that the SVI step
+    can be recorded). Sites enumerated in the model: Pyro's own TraceEnum_ELBO
+    computation (``_compute_dice_elbo``), its KL part by Pyro's ``Dice``.
+    """
+    if pt.model_enumerated:
+        return _model_enumerated_terms(pt, num_data, normalizer)
+    factors = []
+    for q in pt.latents.values():
+        sf = q["score_parts"].score_function
+        if is_enumerated(q):
+            factors.append((_ordinal(q), sf))
+        elif not is_identically_zero(sf):
+            factors.append((_ordinal(q), sf - sf.detach()))
+    rec = [(_ordinal(s), _over_plates(s["log_prob"], s)) for s in pt.observed.values()]
+    kl = [(_ordinal(q), _over_plates(q["log_prob"], q)) for q in pt.latents.values()]
+    kl += [(_ordinal(pt.model.nodes[n]), -_over_plates(pt.model.nodes[n]["log_prob"], pt.model.nodes[n]))
+           for n in pt.latents]
+    k = pt.num_particles
+    rec, kl = _expectation(rec, factors) / k, _expectation(kl, factors) / k
+    return ELBOTerms(rec.detach(), kl.detach(), num_data, normalizer, {}, rec, kl, [])
+
+
+def _ordinal(site):
+    return frozenset(f.name for f in site["cond_indep_stack"] if f.vectorized)
+
+
+def _over_plates(t, site):
+    """``t`` expanded to the full size of every plate around ``site`` (an enumerated site's log-density need
+    not vary along a plate, yet it counts once per element of it)."""
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+    n = max([-f.dim for f in frames] + [t.dim()])
+    t = t.reshape((1,) * (n - t.dim()) + tuple(t.shape))
+    shape = list(t.shape)
+    for f in frames:
+        shape[f.dim] = f.size
+    return t.expand(shape)
+
+
+def _expectation(costs, factors):
+    """sum over costs (ordinal, tensor) of sum_dims [exp(sum of the DiCE factors at ordinals within) * cost]."""
+    total = torch.zeros(())
+    for ordinal, cost in costs:
+        upstream = [f for o, f in factors if o <= ordinal]
+        if not upstream:
+            total = total + cost.sum()
+            continue
+        prob = sum(upstream).exp()
+        total = total + torch.where(prob > 0, prob * cost, prob.new_zeros(())).sum()  # 0 * -inf is 0 here
+    return total
+
+
+def _model_enumerated_terms(pt, num_data, normalizer):
+    """Sites enumerated in the model: Pyro's TraceEnum_ELBO computation for the bound, Pyro's Dice for its KL part."""
     pt.pack()
     model_enum_dims = {pt.model.nodes[n]["infer"]["_enumerate_symbol"] for n in pt.model_enumerated}
     ordering = {name: frozenset(tr.plate_to_symbol[f.name] for f in s["cond_indep_stack"] if f.vectorized)
                 for tr in (pt.model, pt.guide) for name, s in tr.nodes.items() if s["type"] == "sample"}
+    k = pt.num_particles
+    elbo = _compute_dice_elbo(pt.model, pt.guide) / k
     kl_costs = OrderedDict()
     for name, q in pt.latents.items():
         p = pt.model.nodes[name]
         if model_enum_dims & set(p["packed"]["log_prob"]._pyro_dims):
-            raise PairError(f"latent site {name!r} depends on a site enumerated in the model "
-                            f"({pt.model_enumerated}): its KL cannot be separated from the likelihood; only the "
-                            "plain ELBO (KL weight 1) and the importance-weighted estimators apply to this pair")
+            zero = torch.zeros(())
+            return _InseparableTerms(elbo.detach(), zero, num_data, normalizer, {}, elbo, zero, [],
+                                     site=name, enumerated=pt.model_enumerated)
         kl_costs.setdefault(ordering[name], []).append(packed.neg(p["packed"]["log_prob"]))
         kl_costs.setdefault(ordering[name], []).append(q["packed"]["log_prob"])
-    k = pt.num_particles
-    elbo = _compute_dice_elbo(pt.model, pt.guide) / k
     kl = Dice(pt.guide, ordering).compute_expectation(kl_costs) / k
     rec = elbo + kl
     return ELBOTerms(rec.detach(), kl.detach(), num_data, normalizer, {}, rec, kl, [])
+
+
+class _InseparableTerms(ELBOTerms):
+    """A bound whose KL term cannot be told apart from its likelihood (a latent depends on a site enumerated in
+    the model): the ELBO itself is known (held as ``reconstruction``, with ``kl`` 0), its parts and any KL weight
+    other than 1 are not."""
+
+    separable = False
+
+    def __init__(self, *args, site, enumerated):
+        super().__init__(*args)
+        self._site, self._enumerated = site, enumerated
+
+    def surrogate(self, kl_weight=1.0):
+        if float(kl_weight) != 1.0:
+            raise PairError(f"latent site {self._site!r} depends on sites enumerated in the model "
+                            f"({self._enumerated}): its KL cannot be separated from the likelihood, so a KL "
+                            "weight (warm-up, beta, capacity) does not apply; use the plain ELBO or IWAE")
+        return self._rec_surrogate
 
 
 def _normaliser(pt):
@@ -310,8 +393,11 @@ class ELBO(Objective):
     def run(self, model, guide, *args, **kwargs):
         """One :class:`~pyrovae.infer.trace.PairTrace` of the pair, with ``num_particles`` draws."""
         k = self.num_particles
-        return trace_pair(model, guide, *args, num_particles=k if k > 1 else None,
-                          nesting=self.nesting(model, guide, *args, **kwargs), track_provenance=True, **kwargs)
+        structure = self.structure(model, guide, *args, **kwargs)
+        # dependency tracking only where score-function terms need it (Dice handles enumerated pairs itself)
+        track = structure.score_function and not structure.enumerated
+        return trace_pair(model, guide, *args, num_particles=k if k > 1 else None, nesting=structure.nesting,
+                          track_provenance=track, **kwargs)
 
     def terms(self, model, guide, *args, **kwargs):
         """:class:`ELBOTerms` of one run of the pair."""
@@ -323,8 +409,9 @@ class ELBO(Objective):
         n = t.num_data
         value = -(t.reconstruction - w * t.kl) / n
         surrogate = -t.surrogate(w) / n
-        stats = {"elbo": t.elbo.detach() / n, "reconstruction": t.reconstruction.detach() / n,
-                 "kl": t.kl.detach() / n}
+        stats = {"elbo": t.elbo.detach() / n}
+        if t.separable:
+            stats.update(reconstruction=t.reconstruction.detach() / n, kl=t.kl.detach() / n)
         if self.warmup:
             stats["kl_weight"] = w.detach().clone()
         return value.detach() + (surrogate - surrogate.detach()), stats

@@ -17,11 +17,13 @@ every value of y,
     w_k = sum_y p(x, y, z_k^y) / q(z_k^y | x, y),
 
 an unbiased estimate of p(x) in which q(y | x) cancels; a site enumerated in
-the model alone enters as log sum_y p(x, y, z_k). The sum runs through Pyro's
-plated tensor contraction (``pyro.ops.contract.contract_to_tensor``), so an
-enumerated site inside a nested plate is summed per plate element. As in
-``TraceEnum_ELBO``, enumerated sites must share one ``poutine.scale``; masks
-apply inside the sum and the scale outside it.
+the model alone enters as log sum_y p(x, y, z_k). When every enumerated site
+is local to the data plate the sum is one log-sum-exp over the enumeration
+dims (plain tensor operations, so a training step that uses it can be
+recorded); an enumerated site inside a nested plate goes through Pyro's
+plated tensor contraction (``pyro.ops.contract.contract_to_tensor``), which
+sums it per plate element, with masks inside the sum and one common
+``poutine.scale`` outside it, as in ``TraceEnum_ELBO``.
 """
 
 from collections import OrderedDict
@@ -30,6 +32,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.ops import packed
 from pyro.ops.contract import contract_to_tensor
+from pyro.ops.rings import LogRing
 
 from pyrovae.infer.trace import (
     DATA_PLATE,
@@ -40,25 +43,30 @@ from pyrovae.infer.trace import (
     is_enumerated,
     is_latent,
     is_observed,
+    is_sample,
 )
 
 
-def per_datum(t, site, pt):
-    """``t`` (a tensor over ``site``'s batch dims) summed over every dim but the particle and data dims: ``[K or 1, B or 1]``."""
+def per_datum(t, site, pt, keep_enum=False):
+    """``t`` (a tensor over ``site``'s batch dims) summed over every dim but the particle and data dims: ``[K or 1, B or 1]``.
+
+    ``keep_enum=True`` keeps the enumeration dims left of the particle dim: ``[*enum, K or 1, B or 1]``.
+    """
     n = -pt.particle_dim if pt.particle_dim is not None else pt.nesting
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
-    if t.dim() > n:
+    if t.dim() > n and not keep_enum:
         raise PairError(f"site {site['name']!r} has batch shape {list(t.shape)} with more dims than its plates "
                         f"allow: declare the datum's dims as event dims with .to_event(...)")
-    t = t.reshape((1,) * (n - t.dim()) + tuple(t.shape))
-    keep = [n + data_dim(site)]
+    total = max(n, t.dim())
+    t = t.reshape((1,) * (total - t.dim()) + tuple(t.shape))
+    keep = list(range(total - n)) + [total + data_dim(site)]
     if pt.particle_dim is not None:
-        keep.insert(0, 0)
-    other = [d for d in range(n) if d not in keep]
+        keep.append(total - n)
+    other = [d for d in range(total) if d not in keep]
     if other:
         t = t.sum(other)
-    return t if pt.particle_dim is not None else t.unsqueeze(0)
+    return t if pt.particle_dim is not None else t.unsqueeze(-2)
 
 
 def weighted_sites(pt):
@@ -71,12 +79,20 @@ def weighted_sites(pt):
 def log_weights(pt, batch_size):
     """log w ``[K, B]`` of a :class:`~pyrovae.infer.trace.PairTrace` (differentiable); see the module doc."""
     shape = (pt.num_particles, batch_size)
-    if pt.enumerated:
+    enumerated = [s for tr in (pt.guide, pt.model) for s in tr.nodes.values() if is_sample(s) and is_enumerated(s)]
+    if any(_nested(s) for s in enumerated):
         return _contracted_log_weights(pt).expand(shape)
     total = torch.zeros(())
     for site, sign in weighted_sites(pt):
-        total = total + sign * per_datum(site["log_prob"], site, pt) / datum_scale(site)
+        total = total + sign * per_datum(site["log_prob"], site, pt, keep_enum=True) / datum_scale(site)
+    if total.dim() > 2:  # enumerated sites, all local to the data plate: a log-sum-exp over their dims
+        total = total.logsumexp(tuple(range(total.dim() - 2)))
     return total.expand(shape)
+
+
+def _nested(site):
+    """True for a site inside a plate other than the data and particle plates."""
+    return any(f.vectorized and f.name not in (DATA_PLATE, PARTICLE_PLATE) for f in site["cond_indep_stack"])
 
 
 def _contracted_log_weights(pt):
@@ -96,7 +112,9 @@ def _contracted_log_weights(pt):
     target = {pt.model.plate_to_symbol[DATA_PLATE]}
     if pt.particle_dim is not None:
         target.add(pt.model.plate_to_symbol[PARTICLE_PLATE])
-    result = contract_to_tensor(tree, sum_dims, target_ordinal=frozenset(target))
+    dim_to_size = {d: n for terms in tree.values() for t in terms for d, n in zip(t._pyro_dims, t.shape)}
+    result = contract_to_tensor(tree, sum_dims, target_ordinal=frozenset(target),
+                                ring=LogRing(dim_to_size=dim_to_size))
     result = packed.unpack(result, pt.model.symbol_to_dim)
     some_site = next(iter(pt.observed.values()))
     scale = scales.pop() / datum_scale(some_site)

@@ -77,7 +77,7 @@ def vimco_signal(log_w):
         return bound.expand_as(log_w)
     others_mean = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)
     diag = torch.eye(k, dtype=torch.bool, device=log_w.device).unsqueeze(-1)
-    replaced = torch.where(diag, others_mean.unsqueeze(0), log_w.unsqueeze(1))  # [k (replaced), j, B]
+    replaced = torch.where(diag, others_mean.unsqueeze(0), log_w.unsqueeze(0))  # [k (replaced), j, B]
     leave_one_out = torch.logsumexp(replaced, 1) - math.log(k)
     return bound - leave_one_out
 

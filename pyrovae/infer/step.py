@@ -232,6 +232,8 @@ class StepFunction:
         """
         from torch.fx.experimental.proxy_tensor import make_fx
 
+        # the pair's structure is found by a run of its own (on a forked random state): never inside the graph
+        self.objective.structure(self.module.model, self.module.guide, batch.x, **batch.kwargs)
         args = self._flat_inputs(batch)
         layout = {k: (None if v is None else True) for k, v in batch.kwargs.items()}
         store = pyro.get_param_store()
@@ -242,7 +244,7 @@ class StepFunction:
                     fn = torch.compile(fn) if self.mode == "inductor" else _script(fn, args)
                     entry = _Entry(_Graph(fn, len(self.params), self._stat_names))
         except Exception as e:  # recording is an optimisation: any failure means eager
-            self._fall_back(f"recording the step failed ({_cause(e)})")
+            self._fall_back(_cause(e))
             return None, self._eager(batch)
         rng = _rng_state()
         with torch.no_grad():
@@ -337,10 +339,22 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+_KNOWN_CAUSES = (
+    ("_local_scalar_dense", "the step reads tensor values in Python (value-dependent control flow: .item(), "
+                            "one_hot, a tensor used as a bool, a value-checking distribution)"),
+    ("setup_context", "the step calls a custom autograd.Function that torch.func cannot record (Pyro's contraction "
+                      "of sites enumerated in the model is one)"),
+)
+
+
 def _cause(e):
-    """One line naming an exception without torch's internals."""
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first[:200]}"
+    """One line naming why recording failed, without torch's internals."""
+    text = str(e)
+    for marker, cause in _KNOWN_CAUSES:
+        if marker in text:
+            return cause
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(e).__name__}: {first[:160]}"
 
 
 def _script(graph, args):

@@ -122,6 +122,21 @@ def max_plate_nesting(model, guide, *args, **kwargs):
     a forked random state (so the draws of the run that follows do not shift);
     with ``guide=None`` the model runs alone (its latents drawn from the prior).
     """
+    return pair_structure(model, guide, *args, **kwargs).nesting
+
+
+@dataclass(frozen=True)
+class PairStructure:
+    """What one unenumerated run tells about a pair: its plate nesting, whether it marks sites for
+    enumeration, and whether its guide draws non-reparameterized sites it does not enumerate."""
+
+    nesting: int
+    enumerated: bool
+    score_function: bool
+
+
+def pair_structure(model, guide, *args, **kwargs):
+    """:class:`PairStructure` from one run of the pair (as :func:`max_plate_nesting` runs it)."""
     with torch.no_grad(), poutine.block(), forked_rng():
         traces = []
         if guide is not None:
@@ -129,9 +144,13 @@ def max_plate_nesting(model, guide, *args, **kwargs):
             traces.append(trace_program(poutine.replay(model, trace=traces[0]), *args, **kwargs))
         else:
             traces.append(trace_program(model, *args, **kwargs))
-    dims = [-f.dim for tr in traces for s in tr.nodes.values() if is_sample(s)
-            for f in s["cond_indep_stack"] if f.vectorized]
-    return max(dims, default=0)
+    sites = [s for tr in traces for s in tr.nodes.values() if is_sample(s)]
+    dims = [-f.dim for s in sites for f in s["cond_indep_stack"] if f.vectorized]
+    marked = [s for s in sites if is_latent(s) and s["infer"].get("enumerate") == "parallel"]
+    score = guide is not None and any(
+        not getattr(s["fn"], "has_rsample", False) and s["infer"].get("enumerate") != "parallel"
+        for s in latent_sites(traces[0]).values())
+    return PairStructure(max(dims, default=0), bool(marked), score)
 
 
 @dataclass
