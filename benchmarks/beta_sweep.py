@@ -42,7 +42,8 @@ from pyrovae.data import ShapesFactors, load_dataset
 from pyrovae.evaluate.diagnostics import active_units
 from pyrovae.evaluate.disentangle import compute_all, mean_representation
 from pyrovae.infer.elbo import ELBO
-from pyrovae.app.runs import make_config, make_objective
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import make_objective
 from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 def parse_args():
@@ -85,7 +86,7 @@ def run_setting(name, overrides, data, args):
                       lr=args.lr, seed=args.seed, num_train=args.num_train, out="unused", **overrides)
     cfg["image_shape"] = list(data.image_shape)
     pyro.set_rng_seed(args.seed)
-    model, guide = build_pair(cfg)
+    model, guide, _ = build_pair(cfg)
     run = SVIRun(model, guide, data.train, None, make_objective(cfg), lr=cfg["lr"], batch_size=cfg["batch_size"],
                  epochs=cfg["epochs"], seed=cfg["seed"], progress=False)
     start = time.perf_counter()

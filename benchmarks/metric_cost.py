@@ -29,7 +29,7 @@ from common import environment
 from pyrovae.app.build import build_pair
 from pyrovae.data import ShapesFactors
 from pyrovae.evaluate.disentangle import METRICS, compute_all, mean_representation
-from pyrovae.app.runs import make_config
+from pyrovae.app.config import make_config
 
 BATCH = 64
 
@@ -45,7 +45,7 @@ def standardized_guide_means(seed):
     cfg = make_config(dataset="shapes", out="unused")
     cfg["image_shape"] = list(ShapesFactors.image_shape)
     pyro.set_rng_seed(seed)
-    _, guide = build_pair(cfg)
+    _, guide, _ = build_pair(cfg)
     means = mean_representation(guide, sites="z")
     sample = means(ShapesFactors().sample(2000, np.random.default_rng(seed))[1])
     loc, scale = sample.mean(0), sample.std(0)

@@ -19,7 +19,7 @@ import torch
 
 from pyrovae.app.build import build_pair
 from pyrovae.infer.elbo import ELBO
-from pyrovae.app.runs import make_config
+from pyrovae.app.config import make_config
 from pyrovae.infer.step import StepFunction
 
 from common import environment, time_block
@@ -30,7 +30,7 @@ def make_step(prior, components):
                       out="unused")
     cfg["image_shape"] = [1, 28, 28]
     pyro.set_rng_seed(0)
-    model, guide = build_pair(cfg)
+    model, guide, _ = build_pair(cfg)
     module = ELBO(warmup=100)(model, guide)
     params = list(module.parameters())
     opt = torch.optim.Adam(params, lr=5e-4)

@@ -23,7 +23,8 @@ import time
 import torch
 
 from pyrovae.evaluate.likelihood import log_likelihood
-from pyrovae.app.runs import load_run, make_config, train
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import load_run, train
 
 PAPER = {"standard": -85.89, "mog": -85.07, "vamp": -83.19}
 NAMES = {"standard": "HVAE (L=2) + standard prior", "mog": "HVAE (L=2) + mixture of Gaussians",
@@ -54,7 +55,8 @@ def main():
         start = time.perf_counter()
         summary = train(cfg, progress=False)
         train_s = time.perf_counter() - start
-        _, model, guide, data = load_run(cfg["out"])
+        run = load_run(cfg["out"])
+    model, guide, data = run.model, run.guide, run.data
         test = data.test.fixed(args.seed)
         x = test.data[:args.num_test]
         start = time.perf_counter()

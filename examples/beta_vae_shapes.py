@@ -33,7 +33,8 @@ from pyrovae.app import viz
 from pyrovae.data import ShapesFactors
 from pyrovae.data.shapes import SHAPE_NAMES
 from pyrovae.evaluate.disentangle import compute_all, mean_representation
-from pyrovae.app.runs import load_run, make_config, train
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import load_run, train
 
 
 def parse_args():
@@ -57,7 +58,8 @@ def main():
     print(f"beta = {args.beta:g}: test ELBO {summary['test_elbo']:.2f} nats per image "
           f"({summary['train_seconds']:.0f} s of training)")
 
-    _, model, guide, data = load_run(args.out)
+    run = load_run(args.out)
+    model, guide, data = run.model, run.guide, run.data
     n = args.num_points
     scores = compute_all(mean_representation(guide, sites="z"), ShapesFactors(), np.random.default_rng(args.seed),
                          num_train=n, num_eval=n // 2, num_variance_estimate=n, n_estimators=50)

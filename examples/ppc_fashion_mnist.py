@@ -29,7 +29,8 @@ import warnings
 
 from pyrovae.evaluate.ppc import BUILTIN_STATISTICS, TestStatistic, run_ppc
 from pyrovae.app.report import write_report
-from pyrovae.app.runs import load_run, make_config, train
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import load_run, train
 
 
 def zeros(x):
@@ -54,7 +55,8 @@ STATISTICS = {**BUILTIN_STATISTICS, "zeros": TestStatistic(zeros, per_datum=True
 
 def check(run_dir, x, label, folder, args):
     """Run the checks of ``run_dir``'s pair on ``x``, plots in ``run_dir/folder``; returns ``{statistic: p}``."""
-    _, model, guide, _ = load_run(run_dir)
+    run = load_run(run_dir)
+    model, guide = run.model, run.guide
     folder = os.path.join(run_dir, folder)
     result = run_ppc(model, guide, x, num_samples=args.num_samples, folder=folder, statistics=STATISTICS,
                      alpha=args.alpha, mid_p=True, seed=args.seed)
@@ -90,7 +92,7 @@ def main():
         summary = train(cfg, progress=False)
         print(f"{likelihood:>9} VAE: test ELBO {summary['test_elbo']:.1f} nats per image "
               f"({summary['train_seconds']:.0f} s of training), run folder {cfg['out']}")
-        test = load_run(cfg["out"])[3].test
+        test = load_run(cfg["out"]).data.test
         checks[f"{likelihood} / grey"] = check(cfg["out"], test.data, "grey", "ppc", args)
         if likelihood == "bernoulli":
             binary = test.fixed(args.seed).data

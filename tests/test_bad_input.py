@@ -1,5 +1,7 @@
 """Bad input gets a clear error naming what is wrong."""
 
+from pathlib import Path
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -7,9 +9,11 @@ import torch
 
 from pyrovae import PairError, SVIRun
 from pyrovae.infer import checkpoint
+from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.app.build import build_pair
 from pyrovae.data import Split, load_dataset
-from pyrovae.app.runs import load_run, make_config, train
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import load_run, train
 
 from conftest import small_pair
 
@@ -76,7 +80,7 @@ def _tiny_run(tmp_path, **overrides):
 
 def test_resume_from_corrupted_checkpoint(tmp_path):
     cfg = _tiny_run(tmp_path)
-    path = tmp_path / "run" / "last.pt"
+    path = Path(RunFolder(tmp_path / "run").checkpoint("last"))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(checkpoint.CheckpointError, match="unreadable"):
@@ -86,7 +90,7 @@ def test_resume_from_corrupted_checkpoint(tmp_path):
 def test_checkpoint_of_a_different_architecture(tmp_path):
     _tiny_run(tmp_path)
     model, guide = small_pair(image_shape=(1, 64, 64), latent_dim=3, hidden=(16,))
-    state = checkpoint.load(str(tmp_path / "run" / "best.pt"))
+    state = checkpoint.load(RunFolder(tmp_path / "run").checkpoint("best"))
     with pytest.raises(checkpoint.CheckpointError, match="different model architecture"):
         checkpoint.load_pair_state(model, guide, state["pair"])
 
@@ -98,5 +102,5 @@ def test_not_a_run_folder(tmp_path):
 
 def test_training_into_an_existing_run_needs_resume(tmp_path):
     cfg = _tiny_run(tmp_path)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunFolderError, match="--resume"):
         train(cfg, progress=False)

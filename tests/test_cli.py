@@ -13,9 +13,9 @@ def test_train_then_evaluate(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *SMALL]) == 0
     printed = capsys.readouterr().out
-    assert "test ELBO:" in printed and "nats per image" in printed
-    for name in ("config.json", "last.pt", "best.pt", "metrics.jsonl", "samples.png", "reconstructions.png",
-                 "summary.json"):
+    assert "test ELBO:" in printed and "nats per datum" in printed
+    for name in ("config.json", "checkpoints.json", "epoch-0002.pt", "metrics.jsonl", "samples.png",
+                 "reconstructions.png", "summary.json", "report.html"):
         assert (out / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]

@@ -227,7 +227,7 @@ def _compare_steps_and_weights(objective, graph, eager, params, guide, x):
 
 def test_latent_dims_per_level_are_checked():
     from pyrovae.app.build import build_pair
-    from pyrovae.app.runs import make_config
+    from pyrovae.app.config import make_config
 
     cfg = make_config(model="hvae", latent_dim=[4, 3, 2], levels=2, out="unused")
     cfg["image_shape"] = [1, 6, 6]
@@ -243,7 +243,7 @@ def test_latent_dims_per_level_are_checked():
         build_pair(cfg)
     cfg = make_config(model="stacked", latent_dim=[5, 4, 3], hidden=[8], out="unused")
     cfg["image_shape"] = [1, 6, 6]
-    model, guide = build_pair(cfg)
+    model, guide, _ = build_pair(cfg)
     assert model.levels == guide.levels == 3
     guide_sites, model_sites = pair_sites(model, guide, torch.zeros(2, 1, 6, 6))
     assert list(guide_sites) == ["z1", "z2", "z3"]

@@ -10,7 +10,7 @@ from pyrovae.app.build import build_pair
 from pyrovae.data import Split
 from pyrovae.nn.nets import MLPEncoder
 from pyrovae.nn.priors import MixtureOfGaussians, StandardNormal, VampPrior, make_prior
-from pyrovae.app.runs import make_config
+from pyrovae.app.config import make_config
 
 DT = torch.float64
 
@@ -82,7 +82,7 @@ def test_vampprior_on_the_training_points_is_the_aggregate_posterior():
 def test_vampprior_shares_the_guide_encoder_registered_once():
     cfg = make_config(model="vae", prior="vamp", components=7, latent_dim=3, hidden=[8], out="unused")
     cfg["image_shape"] = [1, 6, 6]
-    model, guide = build_pair(cfg)
+    model, guide, _ = build_pair(cfg)
     assert model.prior.encoder is guide.encoder
     model_names = dict(model.named_parameters())
     assert not any(name.startswith("prior.encoder") for name in model_names)  # the guide owns it
@@ -109,7 +109,7 @@ def test_swapping_the_prior_changes_nothing_else(model_name):
         cfg = make_config(model=model_name, prior=prior, components=5, latent_dim=3, hidden=[8], out="unused")
         cfg["image_shape"] = [1, 6, 6]
         pyro.set_rng_seed(0)
-        pairs[prior] = build_pair(cfg)
+        pairs[prior] = build_pair(cfg)[:2]
 
     def named(pair, own_prior):
         model, guide = pair
@@ -132,10 +132,10 @@ def test_pseudo_inputs_from_training_images():
     cfg = make_config(model="vae", prior="vamp", prior_init="data", components=10, latent_dim=2, hidden=[8],
                       out="unused")
     cfg["image_shape"] = [1, 6, 6]
-    model, _ = build_pair(cfg, Split(images))
+    model, _, _ = build_pair(cfg, Split(images))
     u = model.prior.pseudo_inputs.detach()
     assert all(any(torch.equal(ui, xi) for xi in images) for ui in u)
-    with pytest.raises(ValueError, match="training images"):
+    with pytest.raises(ValueError, match="training data"):
         build_pair(cfg)
     cfg["components"] = 100
     with pytest.raises(ValueError, match="100 pseudo-inputs"):

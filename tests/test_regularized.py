@@ -16,7 +16,8 @@ from pyrovae import SVIRun
 from pyrovae.app.cli import main
 from pyrovae.infer.elbo import ELBO
 from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits, site_kl_per_dimension
-from pyrovae.app.runs import make_config, make_objective, objective_from_config
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import make_objective, objective_from_config
 
 
 @pytest.fixture

@@ -29,8 +29,10 @@ import torch
 from pyrovae import SVIRun
 from pyrovae.app import viz
 from pyrovae.app.cli import main
-from pyrovae.app.report import PICTURES, write_report, write_run_pictures
-from pyrovae.app.runs import make_config, train
+from pyrovae.app.pictures import PICTURES, write_run_pictures
+from pyrovae.app.report import write_report
+from pyrovae.app.config import make_config
+from pyrovae.app.runs import load_run, train
 
 from conftest import small_pair
 
@@ -194,8 +196,8 @@ def test_save_functions_write_pngs(trained, shapes_small, tmp_path):
 
 def test_bad_input_is_named(trained):
     model, guide, x, _, _ = trained
-    with pytest.raises(ValueError, match=r"batch of images \[N, C, H, W\]"):
-        viz.latent_traversals(model, guide, x[0])
+    with pytest.raises(ValueError, match=r"batch of data \[N, \*event\] with N >= 1"):
+        viz.latent_traversals(model, guide, x[0, 0, 0])
     with pytest.raises(ValueError, match="no latent sample site 'w'; its latent sites are \\['z'\\]"):
         viz.kl_per_dimension(model, guide, x, site="w")
     with pytest.raises(ValueError, match="same shape"):
@@ -239,9 +241,11 @@ def test_missing_pictures_are_drawn_and_present_ones_kept(run_dir):
     samples = os.path.join(run_dir, "samples.png")
     before = os.stat(samples).st_mtime_ns
     os.remove(os.path.join(run_dir, "traversals.png"))
-    written = write_run_pictures(run_dir)
-    assert written == [os.path.join(run_dir, "traversals.png")]
-    assert is_png(written[0]) and os.stat(samples).st_mtime_ns == before
+    run = load_run(run_dir)
+    with run.scope():
+        written = write_run_pictures(run)
+    assert written == {"pictures": ["traversals.png"], "pictures_skipped": {}}
+    assert is_png(os.path.join(run_dir, "traversals.png")) and os.stat(samples).st_mtime_ns == before
 
 
 class _Page(html.parser.HTMLParser):
@@ -319,7 +323,7 @@ def test_report_skips_absent_files_and_names_unreadable_ones(tmp_path, run_dir, 
     assert "could not read evaluation.json" in text
     assert "Disentanglement" not in text and "<img" not in text and "pyrovae ppc" in text
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "not a pyrovae run folder" in capsys.readouterr().err
+    assert "no run folder" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------

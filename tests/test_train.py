@@ -7,6 +7,7 @@ import torch
 
 from pyrovae import SVIRun
 from pyrovae.infer import checkpoint
+from pyrovae.infer.runfolder import RunFolder
 from pyrovae.infer.svi import evaluate_elbo
 
 from conftest import small_pair
@@ -56,8 +57,8 @@ def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path):
     run.step_fn = dying_step
     with pytest.raises(KeyboardInterrupt):
         run.fit()
-    assert checkpoint.load(str(tmp_path / "killed" / "last.pt"))["epoch"] == 2
-    # ... resumed by a fresh process-like setup (new pair, new optimizer) from last.pt
+    assert checkpoint.load(RunFolder(tmp_path / "killed").checkpoint("last"))["epoch"] == 2
+    # ... resumed by a fresh process-like setup (new pair, new optimizer) from the last checkpoint
     run, model, guide = _run(shapes_small, tmp_path / "killed", 4, seed=0)
     run.fit(resume=True)
     got = params_of(model, guide)
@@ -103,5 +104,5 @@ def test_early_stopping_and_best_checkpoint(shapes_small, tmp_path):
     history = run.fit()
     # with a learning rate of 1e-9 nothing improves by much: patience ends the run early
     assert len(history) < 50
-    best = checkpoint.load(str(tmp_path / "best.pt"))
+    best = checkpoint.load(RunFolder(tmp_path).checkpoint("best"))
     assert best["best_val"] == max(row["val_elbo"] for row in history)

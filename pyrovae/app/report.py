@@ -7,113 +7,24 @@ configuration, the metrics that exist (``summary.json`` from ``pyrovae train``,
 folder and in ``ppc/``, and the posterior predictive p-values. Pictures are
 embedded as base64 ``data:`` URIs and the style sheet is inline, so the page
 makes no request of its own: it opens from disk, offline, and can be mailed as
-one file. :func:`write_run_pictures` first draws the pictures a run lacks
-(training curves, traversals, interpolations, latent scatter; see
-:mod:`pyrovae.app.viz`).
+one file. Given a reloaded run, the pictures it lacks are drawn first
+(:mod:`pyrovae.app.pictures`).
 """
 
 import base64
 import html
 import json
 import os
-import warnings
 
-import torch
-
-from pyrovae.app import viz
+from pyrovae.app.config import applicable
+from pyrovae.app.pictures import PICTURES, write_run_pictures
 from pyrovae.infer.checkpoint import atomic_open
-from pyrovae.data.shapes import FACTOR_NAMES
-from pyrovae.app.runs import load_run, read_config, write_pictures
 
-PICTURES = {  # file name -> caption, in the order shown
-    "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
-                           "validation ELBO at the end of each epoch.",
-    "samples.png": "Samples: the mean of p(x|z) for z ~ p(z).",
-    "reconstructions.png": "Test inputs (odd rows) and the mean of p(x|z), z ~ q(z|x) (even rows).",
-    "traversals.png": "Latent traversals: one test input's guide means, one dimension swept at a time "
-                      "over the prior's mean +- 3 sd; rows by decreasing KL per dimension.",
-    "interpolations.png": "Interpolations: decoded straight lines between the guide means of two test "
-                          "inputs (shown at both ends).",
-    "latent_scatter.png": "Guide means of test images in the two latent dimensions of largest KL, coloured "
-                          "by label or ground-truth factor.",
-}
 METRIC_FILES = {  # file -> section title
     "summary.json": "Training summary (pyrovae train)",
     "evaluation.json": "Evaluation (pyrovae evaluate)",
     "disentanglement.json": "Disentanglement scores (pyrovae metrics)",
 }
-_FAILURES = (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError)
-
-
-# ---------------------------------------------------------------------------
-# Pictures
-
-def write_run_pictures(run_dir, run=None, overwrite=False, num_points=500, max_dims=10):
-    """Draw the pictures of :data:`PICTURES` that ``run_dir`` lacks (all with ``overwrite``).
-
-    ``run`` is ``(cfg, model, guide, data)`` as :func:`pyrovae.app.runs.load_run`
-    returns it; the run is loaded from its ``best`` checkpoint when it is needed
-    and not given. The pictures use the first ``num_points`` test images (dynamic
-    binarization drawn once with the run's seed), a fixed random state, and at
-    most ``max_dims`` traversal rows. A picture the pair cannot make (e.g. a
-    model that cannot run without data) is skipped with a warning. Returns the
-    paths written.
-    """
-    def wanted(name):
-        return overwrite or not os.path.exists(os.path.join(run_dir, name))
-
-    written = []
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if wanted("training_curves.png") and os.path.exists(metrics):
-        written += _attempt("training_curves.png", viz.save_training_curves, metrics,
-                            os.path.join(run_dir, "training_curves.png"))
-    pair_pictures = [name for name in PICTURES if name != "training_curves.png" and wanted(name)]
-    if not pair_pictures:
-        return written
-    cfg, model, guide, data = run if run is not None else load_run(run_dir)
-    split = data.test.fixed(cfg.get("seed", 0))
-    n = min(num_points, len(split))
-    x = split.data[:n].to(cfg.get("device", "cpu"))
-    labels = None if split.labels is None else split.labels[:n]
-    names = None if labels is None else _label_names(cfg, labels)
-    half = min(4, n // 2)
-
-    def path(name):
-        return os.path.join(run_dir, name)
-
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.get("seed", 0))
-        if "samples.png" in pair_pictures or "reconstructions.png" in pair_pictures:
-            _attempt("samples.png and reconstructions.png", write_pictures, model, guide, data.test, run_dir,
-                     cfg.get("device", "cpu"))
-            written += [path(p) for p in ("samples.png", "reconstructions.png") if os.path.exists(path(p))]
-        if "traversals.png" in pair_pictures:
-            written += _attempt("traversals.png", viz.save_traversals, model, guide, x, path("traversals.png"),
-                                max_dims=max_dims)
-        if "interpolations.png" in pair_pictures and half >= 1:
-            written += _attempt("interpolations.png", viz.save_interpolations, model, guide, x[:half],
-                                x[half:2 * half], path("interpolations.png"))
-        if "latent_scatter.png" in pair_pictures:
-            written += _attempt("latent_scatter.png", viz.save_latent_scatter, model, guide, x, labels,
-                                path("latent_scatter.png"), label_names=names)
-    return written
-
-
-def _label_names(cfg, labels):
-    """Names for the label columns of a run's dataset: the factors of ``shapes``, else ``class``."""
-    if labels.dim() == 2:
-        if cfg.get("dataset") == "shapes":
-            return list(FACTOR_NAMES)
-        return [f"factor {i}" for i in range(labels.shape[1])]
-    return ["class"]
-
-
-def _attempt(name, fn, *args, **kwargs):
-    try:
-        return [fn(*args, **kwargs)]
-    except _FAILURES as e:
-        warnings.warn(f"no {name}: {type(e).__name__}: {e}")
-        return []
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +113,11 @@ def _pngs(folder):
 # Sections
 
 def _config_section(cfg):
-    return "<h2>Configuration</h2>" + _table(cfg)
+    """The options that apply to the pair trained (a user's pair: those given, and the data's)."""
+    shown = {k: v for k, v in applicable(cfg).items() if k not in ("given", "sources")}
+    for spec, source in cfg.get("sources", {}).items():
+        shown[f"source of {spec}"] = source
+    return "<h2>Configuration</h2>" + _table(shown)
 
 
 def _metrics_section(run_dir):
@@ -292,13 +207,17 @@ def _ppc_caption(name):
 def write_report(run_dir, out=None, pictures=True, run=None):
     """Write the run's self-contained ``report.html`` (or ``out``) and return its path.
 
-    With ``pictures`` the pictures the run lacks are drawn first
-    (:func:`write_run_pictures`; ``run`` passes an already loaded
-    ``(cfg, model, guide, data)``). Metric files that do not exist are left out.
+    With ``pictures`` and a reloaded ``run`` (:class:`pyrovae.app.runs.Run`),
+    the pictures the run lacks are drawn first. Metric files that do not exist
+    are left out.
     """
-    cfg = read_config(run_dir)
-    if pictures:
-        write_run_pictures(run_dir, run=run)
+    cfg = _read_json(os.path.join(run_dir, "config.json"))
+    if cfg is None or cfg[1]:
+        raise FileNotFoundError(f"{run_dir} is not a pyrovae run folder (no readable config.json)")
+    cfg = cfg[0]
+    if pictures and run is not None:
+        with run.scope():
+            write_run_pictures(run)
     title = f"pyrovae run report: {os.path.basename(os.path.normpath(run_dir))}"
     body = [f"<h1>{_esc(title)}</h1>", _metrics_section(run_dir), _config_section(cfg),
             _pictures_section(run_dir), _ppc_section(run_dir)]

@@ -1,57 +1,67 @@
-"""Run folders: train from a configuration, reload a trained pair, evaluate it.
+"""Run folders: train from a configuration, reload a trained run exactly, and check that it is the same.
 
-A run folder holds ``config.json``, ``last.pt`` and ``best.pt``,
-``metrics.jsonl``, ``samples.png``, ``reconstructions.png``,
-``summary.json``, the pictures of :mod:`pyrovae.app.report` and ``report.html``.
+A run folder holds ``config.json`` (the configuration: :mod:`pyrovae.app.config`,
+with the absolute path and hash of a user's pair file), the checkpoints and
+their manifest (:class:`~pyrovae.infer.runfolder.RunFolder`), ``metrics.jsonl``,
+``summary.json``, the pictures (:mod:`pyrovae.app.pictures`) and ``report.html``.
+
+A reloaded run (:func:`load_run`) is everything that defines the pair: the
+modules' state, the run's own Pyro parameter store (function-style pairs keep
+their weights there), and its data. Its configuration is checked against the
+copy inside the checkpoint, and its test ELBO is recomputed and compared with
+``summary.json``: a run that does not reload to the numbers it trained to is an
+error, never a table of wrong numbers.
 """
 
 import json
 import os
 import time
-import warnings
+from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro import poutine
 
-from pyrovae.infer import checkpoint as ckpt_io
-from pyrovae.app import viz
-from pyrovae.app.build import build_pair
+from pyrovae.app import pictures
+from pyrovae.app.build import build_pair, likelihood_name
+from pyrovae.app.config import ConfigError, applicable, check_resume
 from pyrovae.data import load_dataset
+from pyrovae.infer import checkpoint as ckpt_io
 from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.iwae import IWAE
 from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
-from pyrovae.infer.svi import SVIRun, evaluate_elbo
+from pyrovae.infer.runfolder import RunFolder, RunFolderError
+from pyrovae.infer.svi import DivergenceError, SVIRun, evaluate_elbo, load_param_store
+from pyrovae.infer.trace import is_observed, trace_pair
 
-DEFAULTS = {
-    "model": "vae", "guide": "gaussian", "dataset": "shapes", "data_dir": None, "download": False,
-    "binarize": None, "num_train": None, "num_test": None, "val_size": None,
-    "arch": "mlp", "hidden": None, "activation": "relu", "latent_dim": 10, "likelihood": "bernoulli",
-    "levels": None, "prior": "standard", "components": None, "prior_init": "random", "warmup": 0,
-    "objective": "elbo", "analytic_kl": True, "particles": 1, "dreg": False,
-    "beta": None, "capacity": None, "capacity_steps": None, "gamma": None, "free_bits": None,
-    "epochs": 20, "batch_size": 128, "lr": 1e-3, "clip_norm": None, "patience": None, "seed": 0,
-    "device": "cpu", "step_mode": "graph", "out": None,
-}
+SUMMARY_TOLERANCE = 1e-4  # nats per datum between a reloaded run's test ELBO and the one it reported
 
 
-def make_config(**overrides):
-    """A full run configuration: :data:`DEFAULTS` updated with ``overrides`` (unknown keys are errors)."""
-    unknown = sorted(set(overrides) - set(DEFAULTS) - {"image_shape"})
-    if unknown:
-        raise ValueError(f"unknown configuration keys {unknown}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-    if cfg["binarize"] is None and cfg["dataset"] not in ("shapes", "dsprites") and cfg["likelihood"] == "bernoulli":
-        cfg["binarize"] = "dynamic"
-    if cfg["out"] is None:
-        cfg["out"] = os.path.join("runs", f"{cfg['dataset']}-{cfg['model']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return cfg
+class RunError(RuntimeError):
+    """A run folder whose files do not agree with each other or with the pair built from them."""
 
 
 def dataset_for(cfg):
-    return load_dataset(cfg["dataset"], cfg["data_dir"], cfg["binarize"], cfg["val_size"], cfg["seed"],
-                        cfg["download"], cfg["num_train"], cfg["num_test"])
+    """The configured dataset's splits (:func:`pyrovae.data.load_dataset`)."""
+    return load_dataset(cfg["dataset"], cfg.get("data_dir"), cfg.get("binarize"), cfg.get("val_size"),
+                        cfg.get("seed", 0), cfg.get("download", False), cfg.get("num_train"), cfg.get("num_test"),
+                        cfg.get("condition_on"), cfg.get("num_labelled"))
 
 
-# configuration keys (``pyrovae train`` flags) that choose one of the objectives above
+def check_splits(data):
+    """Validation and test data must have the training data's shape and keyword fields."""
+    for name in ("val", "test"):
+        split = getattr(data, name)
+        if split.event_shape != data.train.event_shape:
+            raise ValueError(f"the {name} data have shape {list(split.event_shape)} but the training data "
+                             f"{list(data.train.event_shape)}")
+        if sorted(split.keywords) != sorted(data.train.keywords):
+            raise ValueError(f"the {name} data have fields {split.keywords} but the training data "
+                             f"{data.train.keywords}")
+
+
+# -- objectives ---------------------------------------------------------------------------------------------
+
 FLAGS = {"beta": "--beta", "capacity": "--capacity", "free_bits": "--free-bits"}
 
 
@@ -90,9 +100,6 @@ def objective_from_config(cfg):
     return ControlledCapacity(cfg["capacity"], cfg["capacity_steps"], gamma, **common)
 
 
-OBJECTIVES = ("elbo", "iwae")
-
-
 def make_objective(cfg):
     """``elbo``: :class:`~pyrovae.infer.elbo.ELBO`; ``iwae``: the K-sample bound (K = ``particles``).
 
@@ -102,81 +109,219 @@ def make_objective(cfg):
     if regularized is not None:
         return regularized
     if cfg["objective"] == "iwae":
-        from pyrovae.infer.iwae import IWAE
-
-        if cfg["warmup"]:
+        if cfg.get("warmup"):
             raise ValueError("--warmup anneals the ELBO's KL term; the IWAE objective has none to anneal")
-        return IWAE(num_particles=cfg["particles"], dreg=cfg["dreg"])
-    if cfg["objective"] != "elbo":
-        raise ValueError(f"unknown objective {cfg['objective']!r}; expected one of {OBJECTIVES}")
-    if cfg["dreg"]:
+        return IWAE(num_particles=cfg["particles"], dreg=cfg.get("dreg", False))
+    if cfg.get("dreg"):
         raise ValueError("--dreg applies to --objective iwae only")
-    return ELBO(analytic_kl=cfg["analytic_kl"], num_particles=cfg["particles"], warmup=cfg["warmup"])
+    return ELBO(analytic_kl=cfg.get("analytic_kl", True), num_particles=cfg.get("particles", 1),
+                warmup=cfg.get("warmup", 0))
 
 
-def train(cfg, resume=False, progress=True):
-    """Train the configured pair into the run folder ``cfg["out"]``; returns the summary dict."""
-    out = cfg["out"]
-    if resume:
-        saved = read_config(out)
-        saved.update({k: cfg[k] for k in ("epochs", "patience", "device", "step_mode")})
-        cfg = saved
-    elif os.path.exists(os.path.join(out, "last.pt")):
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    data = dataset_for(cfg)
-    cfg["image_shape"] = list(data.image_shape)
-    pyro.set_rng_seed(cfg["seed"])
-    model, guide = build_pair(cfg, data.train)
-    os.makedirs(out, exist_ok=True)
-    ckpt_io.write_json(os.path.join(out, "config.json"), cfg)
-    run = SVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
-                 batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
-                 patience=cfg["patience"], ignore_before_epoch=cfg["warmup"], seed=cfg["seed"],
-                 device=cfg["device"], run_dir=out, config=cfg,
-                 step_mode=cfg["step_mode"], progress=progress)
-    start = time.perf_counter()
-    run.fit(resume=resume)
-    wall = time.perf_counter() - start
-    best = os.path.join(out, "best.pt")
-    if os.path.exists(best):
-        ckpt_io.load_pair_state(model, guide, ckpt_io.load(best)["pair"], best)
-    summary = {"test_elbo": evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"]),
-               "epochs_run": run.epoch, "train_seconds": wall, "num_test": len(data.test),
-               "best_val_elbo": run.best_val}
-    write_pictures(model, guide, data.test, out, cfg["device"])
-    ckpt_io.write_json(os.path.join(out, "summary.json"), summary)
-    from pyrovae.app.report import write_report  # report imports this module
+# -- a run, reloaded ------------------------------------------------------------------------------------------
 
-    write_report(out, run=(cfg, model, guide, data))
-    return summary
+@dataclass
+class Run:
+    """A run folder's pair with everything that defines it: ``cfg``, ``model``, ``guide``, ``data`` (its
+    splits) and ``param_state`` (its Pyro parameter store; evaluate inside :meth:`scope`)."""
 
+    folder: str
+    cfg: dict
+    model: object
+    guide: object
+    data: object
+    param_state: dict
 
-def write_pictures(model, guide, split, out, device="cpu"):
-    """``samples.png`` and ``reconstructions.png`` in the run folder."""
-    batch = split.fixed(0).materialize(torch.arange(min(32, len(split)))).to(device)
-    viz.save_reconstructions(model, guide, batch.x, os.path.join(out, "reconstructions.png"), **batch.kwargs)
-    like = split.fixed(0).materialize(torch.arange(min(64, len(split)))).to(device)
-    viz.save_grid(viz.sample_means(model, like.x, **like.kwargs), os.path.join(out, "samples.png"),
-                  title="samples: mean of p(x|z), z ~ p(z)")
+    def scope(self):
+        """``with run.scope():`` Pyro's param store holds this run's parameters."""
+        return pyro.get_param_store().scope(self.param_state)
+
+    @property
+    def device(self):
+        return self.cfg.get("device", "cpu")
 
 
 def read_config(run_dir):
+    """The run's ``config.json``; clear errors for a folder that is no run and for a damaged file."""
     path = os.path.join(run_dir, "config.json")
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"no run folder {run_dir!r}")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir} is not a pyrovae run folder (no config.json)")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict) or "model" not in cfg or "dataset" not in cfg:
+        raise RunError(f"{path} lacks the run's model and dataset; was it written by pyrovae?")
+    if cfg["model"] is None:
+        raise RunError(f"{path} names no model: the run was trained in Python from a pair pyrovae cannot import "
+                       "again; give SVIRun config={'model': 'path/to/file.py:Name', 'dataset': ...}")
+    return cfg
 
 
-def load_run(run_dir, which="best"):
-    """``(cfg, model, guide, dataset)`` of a run folder, with the ``best`` (or ``last``) parameters."""
+def _verify_config(cfg, saved, path):
+    """The config file must agree with the copy inside the checkpoint (keys that both hold)."""
+    differ = sorted(k for k in set(cfg) & set(saved) if k not in ("out", "device", "step_mode")
+                    and json.dumps(cfg[k], sort_keys=True) != json.dumps(saved[k], sort_keys=True))
+    if differ:
+        detail = ", ".join(f"{k}: config.json {cfg[k]!r}, checkpoint {saved[k]!r}" for k in differ[:6])
+        raise RunError(f"config.json disagrees with the configuration saved in {path} ({detail}); config.json was "
+                       "edited after training: restore it, or train a new run")
+
+
+def load_run(run_dir, which="best", verify=True):
+    """A :class:`Run` with the ``best`` (or ``last``) checkpoint loaded, its pair, data and param store.
+
+    With ``verify`` (and a ``summary.json`` from a finished training), the
+    test ELBO of the reloaded best checkpoint is recomputed and must equal the
+    one the run reported; a difference is a :class:`RunError`.
+    """
     cfg = read_config(run_dir)
-    data = dataset_for(cfg)
-    model, guide = build_pair(cfg, data.train)
-    path = os.path.join(run_dir, f"{which}.pt")
+    folder = RunFolder(run_dir)
+    path = folder.checkpoint(which)
     state = ckpt_io.load(path)
-    ckpt_io.load_pair_state(model, guide, state["pair"], path)
+    if "pair" not in state or "config" not in state:
+        raise ckpt_io.CheckpointError(f"{path} lacks the pair's state; it is not a complete pyrovae checkpoint")
+    _verify_config(cfg, state["config"], path)
+    data = dataset_for(cfg)
+    model, guide, _ = build_pair(cfg, data.train)
     for m in (model, guide):
         if isinstance(m, torch.nn.Module):
-            m.to(cfg["device"]).eval()
-    return cfg, model, guide, data
+            m.to(cfg.get("device", "cpu"))
+    run = Run(os.path.abspath(run_dir), cfg, model, guide, data, {"params": {}, "constraints": {}})
+    with run.scope():
+        store = _register_params(run)
+        ckpt_io.load_pair_state(model, guide, state["pair"], path)
+        load_param_store(store, state.get("param_store", {}), path)
+    if verify and which == "best":
+        _verify_summary(run)
+    return run
+
+
+def _register_params(run):
+    """Run the pair once (no gradient) so that its ``pyro.param`` s exist in the run's store; ``{name: tensor}``."""
+    batch = run.data.test.fixed(0).materialize(torch.arange(min(2, len(run.data.test)))).to(run.device)
+    with poutine.trace(param_only=True) as tr, torch.no_grad(), poutine.block(hide_types=["sample"]):
+        trace_pair(run.model, run.guide, batch.x, **batch.kwargs)
+    return {name: site["value"].unconstrained() for name, site in tr.trace.nodes.items()}
+
+
+def _verify_summary(run):
+    summary = read_summary(run.folder)
+    if not summary or summary.get("status") != "finished" or summary.get("test_elbo") is None:
+        return
+    with run.scope():
+        elbo = evaluate_elbo(run.model, run.guide, run.data.test, device=run.device, seed=run.cfg.get("seed", 0))
+    if not abs(elbo - summary["test_elbo"]) <= SUMMARY_TOLERANCE * max(1.0, abs(elbo)):
+        raise RunError(f"the reloaded run gives test ELBO {elbo:.4f} but its summary.json says "
+                       f"{summary['test_elbo']:.4f}: the pair built from config.json is not the pair that was "
+                       "trained (a changed pair file or library?)")
+
+
+def read_summary(run_dir):
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunError(f"{path} is not valid JSON: {e}") from None
+
+
+# -- training -----------------------------------------------------------------------------------------------
+
+def train(cfg, resume=False, progress=True):
+    """Train the configured pair into the run folder ``cfg["out"]``; returns the summary dict.
+
+    The folder is locked first (an unwritable folder or a second writer fails
+    before any data is loaded). With ``resume`` the run continues from its last
+    checkpoint; options given now must agree with the run's (``--epochs`` and
+    the others of :data:`pyrovae.app.config.RESUMABLE` may change). The summary,
+    the pictures (each one skipped with a one-line warning when the pair cannot
+    draw it) and the report are written after training; a diverged run writes a
+    summary with the reason and raises :class:`~pyrovae.infer.svi.DivergenceError`.
+    """
+    folder = RunFolder(cfg["out"])
+    with folder:
+        if resume:
+            saved = read_config(folder.path)
+            given = {k: cfg[k] for k in cfg.get("given", ())}
+            cfg = check_resume(saved, given)
+        elif folder.has_checkpoint() or os.path.exists(folder.file("config.json")):
+            raise RunFolderError(f"{folder.path} already holds a run; pass --resume to continue it or choose another "
+                                 "--out")
+        data = dataset_for(cfg)
+        check_splits(data)
+        pyro.set_rng_seed(cfg["seed"])
+        if ":" not in str(cfg["model"]) and not cfg.get("likelihood"):
+            cfg = {**cfg, "likelihood": likelihood_name(cfg, data.train)}  # the data-dependent default, recorded
+        model, guide, sources = build_pair(cfg, data.train)
+        cfg = {**cfg, "sources": sources, "event_shape": list(data.event_shape)}
+        objective = make_objective(cfg)
+        if not resume:
+            ckpt_io.write_json(folder.file("config.json"), cfg)
+        run = SVIRun(model, guide, data.train, data.val, objective, lr=cfg["lr"], batch_size=cfg["batch_size"],
+                     epochs=cfg["epochs"], clip_norm=cfg["clip_norm"], patience=cfg["patience"],
+                     ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"], run_dir=folder,
+                     config=cfg, step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
+        check_data(run, data.train)
+        start = time.perf_counter()
+        try:
+            run.fit(resume=resume)
+        except DivergenceError as e:
+            ckpt_io.write_json(folder.file("summary.json"), {"status": "diverged", "reason": str(e),
+                                                             "epochs_run": run.epoch})
+            raise
+        wall = time.perf_counter() - start
+        loaded = Run(folder.path, cfg, model, guide, data, run.param_state)
+        with loaded.scope():
+            best = ckpt_io.load(folder.checkpoint("best"))
+            ckpt_io.load_pair_state(model, guide, best["pair"], folder.checkpoint("best"))
+            load_param_store(run._store_names, best.get("param_store", {}), folder.checkpoint("best"))
+            test_elbo = evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"])
+        summary = {"status": "finished", "test_elbo": test_elbo, "epochs_run": run.epoch, "train_seconds": wall,
+                   "num_test": len(data.test), "best_val_elbo": run.best_val, "step_mode": run.step_fn.mode,
+                   **({"eager_because": run.step_fn.reason} if run.step_fn.reason else {})}
+        with loaded.scope():
+            summary.update(pictures.write_run_pictures(loaded, overwrite=True))
+        ckpt_io.write_json(folder.file("summary.json"), summary)
+        from pyrovae.app.report import write_report
+
+        write_report(folder.path, run=None, pictures=False)
+    return summary
+
+
+def check_data(run, split):
+    """The whole training split within the support of the model's observed site, checked once and vectorized.
+
+    The first batch was checked with the pair (:func:`~pyrovae.infer.trace.check_pair`); here the site's
+    support constraint is applied to every datum, when the site scores the data in their own shape.
+    """
+    if split.binarize == "dynamic":  # binary by construction
+        return
+    batch = split.materialize(torch.arange(min(2, len(split)))).to(run.device)
+    with run.param_scope(), torch.no_grad(), poutine.block():
+        pt = trace_pair(run.model, run.guide, batch.x, enumerate=False, **batch.kwargs)
+    for site in pt.model.nodes.values():
+        if not is_observed(site) or site["value"].shape != batch.x.shape or not torch.equal(site["value"], batch.x):
+            continue  # a site that does not score the data in their own shape
+        bad = ~site["fn"].support.check(split.data.to(run.device))
+        if bool(bad.any()):
+            index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
+            hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
+                    if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
+            raise ValueError(f"datum {index} of the training data lies outside the support of the observed site "
+                             f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
+
+
+def config_view(cfg):
+    """What applies to the pair trained, for the report (user pairs: the options given and the data's)."""
+    view = applicable(cfg)
+    return {k: v for k, v in view.items() if k not in ("given", "sources")}
+
+
+__all__ = ["ConfigError", "Run", "RunError", "check_data", "config_view", "dataset_for", "load_run",
+           "make_objective", "objective_from_config", "read_config", "train"]

@@ -98,9 +98,27 @@ def image_grid(images, nrow=None, padding=2):
     return grid[0].numpy() if images.shape[1] == 1 else grid.permute(1, 2, 0).numpy()
 
 
-def save_grid(images, path, nrow=None, title=None):
-    """Save :func:`image_grid` of ``images`` as a PNG."""
-    grid = image_grid(images, nrow)
+def as_images(t, shape=None):
+    """``t`` ``[..., *event]`` as images ``[..., C, H, W]``: as it is, or its event reshaped to ``shape``."""
+    if shape is None:
+        return t
+    n = int(torch.Size(shape).numel())
+    return t.reshape(*t.shape[:t.dim() - _event_dims(t, n)], *shape)
+
+
+def _event_dims(t, n):
+    """How many trailing dims of ``t`` hold ``n`` values."""
+    size = 1
+    for k in range(1, t.dim() + 1):
+        size *= t.shape[-k]
+        if size == n:
+            return k
+    raise ValueError(f"data of shape {list(t.shape)} do not hold images of {n} values")
+
+
+def save_grid(images, path, nrow=None, title=None, shape=None):
+    """Save :func:`image_grid` of ``images`` (reshaped to ``shape`` when given) as a PNG."""
+    grid = image_grid(as_images(images, shape), nrow)
     fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
@@ -111,23 +129,22 @@ def save_grid(images, path, nrow=None, title=None):
     return path
 
 
-def save_reconstructions(model, guide, x, path, **kwargs):
+def save_reconstructions(model, guide, x, path, shape=None, **kwargs):
     """Inputs (odd rows) above their reconstructions (even rows), 8 per row."""
     recon = reconstruction_means(model, guide, x, **kwargs)
     rows = []
     for start in range(0, x.shape[0], 8):
         rows += [x[start:start + 8], recon[start:start + 8]]
-    return save_grid(torch.cat(rows), path, nrow=8, title="inputs (odd rows) and reconstructions")
+    return save_grid(torch.cat(rows), path, nrow=8, title="inputs (odd rows) and reconstructions", shape=shape)
 
 
 # ---------------------------------------------------------------------------
 # Reading latent sites and decoding chosen latent values
 
-def _check_images(x, name="x"):
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] < 1 or x.shape[1] not in (1, 3):
+def _check_batch(x, name="x"):
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1:
         shape = f" of shape {list(x.shape)}" if isinstance(x, torch.Tensor) else ""
-        raise ValueError(f"{name} must be a batch of images [N, C, H, W] with N >= 1 and C = 1 or 3, got "
-                         f"{type(x).__name__}{shape}")
+        raise ValueError(f"{name} must be a batch of data [N, *event] with N >= 1, got {type(x).__name__}{shape}")
 
 
 def _pick_site(sites, site):
@@ -255,7 +272,7 @@ def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dim
     (:func:`decode_means`). Dimensions are ranked by :func:`kl_per_dimension` on
     the batch ``x``; ``max_dims`` keeps the first ones.
     """
-    _check_images(x)
+    _check_batch(x)
     if num_steps < 2 or not span > 0:
         raise ValueError(f"need num_steps >= 2 and span > 0, got {num_steps} and {span}")
     if not 0 <= base_index < x.shape[0]:
@@ -295,8 +312,8 @@ def interpolate(model, guide, x_start, x_end, num_steps=8, obs_site="x"):
     Row i decodes (1 - t) E_q[z | x_start_i] + t E_q[z | x_end_i] for t evenly
     spaced in [0, 1], for every latent site at once.
     """
-    _check_images(x_start, "x_start")
-    _check_images(x_end, "x_end")
+    _check_batch(x_start, "x_start")
+    _check_batch(x_end, "x_end")
     if x_start.shape != x_end.shape:
         raise ValueError(f"x_start and x_end must have the same shape, got {list(x_start.shape)} and "
                          f"{list(x_end.shape)}")
@@ -315,8 +332,9 @@ def interpolate(model, guide, x_start, x_end, num_steps=8, obs_site="x"):
     return images.reshape(n, num_steps, *images.shape[1:])
 
 
-def _save_rows(images, path, title, row_labels=None):
-    """Save ``images`` ``[R, S, C, H, W]`` as an R x S grid, with optional row labels."""
+def _save_rows(images, path, title, row_labels=None, shape=None):
+    """Save ``images`` ``[R, S, *event]`` as an R x S grid of images (events reshaped to ``shape``), row labels."""
+    images = as_images(images, shape)
     rows, steps = images.shape[:2]
     grid = image_grid(images.reshape(rows * steps, *images.shape[2:]), nrow=steps)
     fig, ax = plt.subplots(figsize=(max(4, steps * 0.8), max(1.5, rows * 0.8) + 0.6))
@@ -335,21 +353,21 @@ def _save_rows(images, path, title, row_labels=None):
     return path
 
 
-def save_traversals(model, guide, x, path, **kwargs):
+def save_traversals(model, guide, x, path, shape=None, **kwargs):
     """Save :func:`latent_traversals` as a PNG: one row per dimension, labelled with its KL."""
     t = latent_traversals(model, guide, x, **kwargs)
     unit = "nats" if t.kl.method != "variance-of-means" else "var of means"
     labels = [f"{t.kl.site}[{d}]  {float(t.kl.values[d]):.2f} {unit}" for d in t.dims]
     span = kwargs.get("span", 3.0)
     title = f"traversals of {t.kl.site}, by decreasing KL ({t.kl.method}); prior mean -{span:g} to +{span:g} sd"
-    return _save_rows(t.images, path, title, labels)
+    return _save_rows(t.images, path, title, labels, shape=shape)
 
 
-def save_interpolations(model, guide, x_start, x_end, path, num_steps=8, obs_site="x"):
+def save_interpolations(model, guide, x_start, x_end, path, num_steps=8, obs_site="x", shape=None):
     """Save :func:`interpolate` as a PNG, each row flanked by its two inputs."""
     paths = interpolate(model, guide, x_start, x_end, num_steps, obs_site)
     rows = torch.cat([x_start.unsqueeze(1).to(paths), paths, x_end.unsqueeze(1).to(paths)], dim=1)
-    return _save_rows(rows, path, "interpolation between guide means (inputs at both ends)")
+    return _save_rows(rows, path, "interpolation between guide means (inputs at both ends)", shape=shape)
 
 
 # ---------------------------------------------------------------------------
@@ -378,7 +396,7 @@ def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=No
     ``labels`` is ``[N]`` (a class label) or ``[N, F]`` (ground-truth factors: one
     panel per factor), or None; ``label_names`` names the label or the factors.
     """
-    _check_images(x)
+    _check_batch(x)
     points, dims, kl = latent_scatter_points(model, guide, x, site, analytic)
     points = points.cpu().numpy()
     if labels is None:

@@ -13,10 +13,11 @@ from pyrovae.data.shapes import ShapesFactors
 from pyrovae.data.splits import BINARIZE, Batch, Dataset, Split, as_split, check_data
 
 DATASETS = ("shapes", "dsprites", "mnist", "fashion-mnist")
+BINARIZE_CHOICES = ("none", "static", "dynamic")
 GROUND_TRUTH = ("shapes", "dsprites")
 
-__all__ = ["BINARIZE", "Batch", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ShapesFactors", "Split",
-           "as_split", "check_data", "ground_truth", "load_dataset"]
+__all__ = ["BINARIZE", "BINARIZE_CHOICES", "Batch", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ShapesFactors", "Split",
+           "as_split", "balanced_subset", "check_data", "classes", "ground_truth", "load_dataset"]
 
 
 def ground_truth(name, data_dir=None):
@@ -29,7 +30,7 @@ def ground_truth(name, data_dir=None):
 
 
 def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, download=False,
-                 num_train=None, num_test=None):
+                 num_train=None, num_test=None, condition_on=None, num_labelled=None):
     """Load a dataset by name into train / validation / test splits.
 
     ``shapes``: ``num_train`` (default 10,000) training images drawn uniformly
@@ -44,16 +45,42 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     :mod:`pyrovae.data.mnist`); the last ``val_size`` (default 10,000) of the 60,000
     training images, after a fixed shuffle, form the validation split.
     ``num_train``/``num_test`` take the first images only, for quick runs.
+
+    ``binarize``: ``"none"`` (or None), ``"static"`` or ``"dynamic"`` (see
+    :class:`Split`). ``condition_on="labels"`` passes each datum's class to the
+    pair as the keyword field ``y`` (for ``shapes``/``dsprites`` the shape
+    factor); ``num_labelled`` then keeps ``y`` for that many training data only,
+    the same number from every class (semi-supervised learning: the rest pass
+    ``y=None``, see :class:`Split`).
     """
+    for arg, value in (("num_train", num_train), ("num_test", num_test), ("val_size", val_size),
+                       ("num_labelled", num_labelled)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{arg} must be a positive integer (or None for the default), got {value!r}")
+    if binarize not in BINARIZE_CHOICES + (None,):
+        raise ValueError(f"binarize must be one of {list(BINARIZE_CHOICES)}, got {binarize!r}")
+    if num_labelled is not None and condition_on != "labels":
+        raise ValueError("num_labelled keeps labels for part of the data: it needs condition_on='labels'")
+    binarize = None if binarize == "none" else binarize
     if name in GROUND_TRUTH:
-        return _factor_splits(name, ground_truth(name, data_dir), num_train or 10_000, val_size or 1_000,
+        data = _factor_splits(name, ground_truth(name, data_dir), num_train or 10_000, val_size or 1_000,
                               num_test or 1_000, seed)
-    if name not in DATASETS:
+    elif name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    else:
+        data = _idx_splits(name, data_dir, binarize, val_size, seed, download, num_train, num_test)
+    if condition_on is not None:
+        data = _conditioned(data, condition_on, num_labelled, seed)
+    return data
+
+
+def _idx_splits(name, data_dir, binarize, val_size, seed, download, num_train, num_test):
     images, labels = load_idx_split(name, "train", data_dir, download)
     test_images, test_labels = load_idx_split(name, "test", data_dir)
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(12345))
     n_val = val_size or 10_000
+    if n_val >= len(images):
+        raise ValueError(f"val_size {n_val} leaves no training images: {name} has {len(images)}")
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(12345))
     train_idx, val_idx = order[:-n_val], order[-n_val:]
     if num_train:
         train_idx = train_idx[:num_train]
@@ -73,3 +100,41 @@ def _factor_splits(name, grid, num_train, num_val, num_test, seed):
         return Split(images, torch.from_numpy(factors))
 
     return Dataset(name, split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))
+
+
+def classes(split):
+    """The class of every datum of a split: its labels, or the first factor (the shape) of factor labels."""
+    if split.labels is None:
+        raise ValueError("the data have no labels to condition on")
+    return split.labels if split.labels.dim() == 1 else split.labels[:, 0]
+
+
+def _conditioned(data, condition_on, num_labelled, seed):
+    if condition_on != "labels":
+        raise ValueError(f"condition_on must be 'labels' or None, got {condition_on!r}")
+
+    def with_labels(split, present=None):
+        y = classes(split).long()
+        return Split({"x": split.data, "y": y}, split.labels, present=None if present is None else {"y": present})
+
+    present = None
+    if num_labelled is not None:
+        present = balanced_subset(classes(data.train), num_labelled, seed)
+    return Dataset(data.name, with_labels(data.train, present), with_labels(data.val), with_labels(data.test))
+
+
+def balanced_subset(labels, num, seed=0):
+    """A boolean mask choosing ``num`` data, as many from every class as there are (seeded)."""
+    values = torch.unique(labels)
+    if num > len(labels):
+        raise ValueError(f"num_labelled {num} exceeds the {len(labels)} training data")
+    if num < len(values):
+        raise ValueError(f"num_labelled {num} is fewer than the {len(values)} classes: every class needs a label")
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    per_class, extra = divmod(num, len(values))
+    for i, c in enumerate(values.tolist()):
+        rows = torch.nonzero(labels == c).squeeze(1)
+        rows = rows[torch.randperm(len(rows), generator=g)]
+        mask[rows[:per_class + (1 if i < extra else 0)]] = True
+    return mask

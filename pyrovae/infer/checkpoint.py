@@ -9,6 +9,7 @@ checkpoint intact.
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 
@@ -31,6 +32,7 @@ def atomic_open(path, mode="wb"):
     """
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # as an ordinary open() would create it (mkstemp makes 0600)
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -43,6 +45,15 @@ def atomic_open(path, mode="wb"):
         raise
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def save_atomic(obj, path):
     """``torch.save(obj, path)`` so that ``path`` is always either the old or the new file."""
     with atomic_open(path) as f:
@@ -50,9 +61,20 @@ def save_atomic(obj, path):
 
 
 def write_json(path, obj):
-    """``obj`` as indented JSON at ``path``, written atomically."""
+    """``obj`` as indented, strict JSON at ``path`` (NaN and infinities written as null), atomically."""
     with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=2)
+        json.dump(strict_json(obj), f, indent=2, allow_nan=False)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float replaced by None, so that strict JSON parsers read it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def load(path):

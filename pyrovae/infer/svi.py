@@ -15,13 +15,18 @@ its own store (``ParamStoreDict.scope``): every call of the pair the run makes
 happens inside :meth:`SVIRun.param_scope`, checkpoints carry the store whole,
 and a user evaluates a function-style pair with bare ``pyro.param`` s inside
 ``with run.param_scope():``.
+
+**Divergence.** A step whose loss or gradient is not finite is skipped (no
+optimizer update) and counted; after ``max_bad_steps`` of them, or a
+validation bound that is not finite, the run stops with a
+:class:`DivergenceError` that says what happened and what to try. Nothing
+non-finite is ever committed: the last good checkpoint stays as it was.
 """
 
 import json
 import math
 import os
 import time
-import warnings
 
 import pyro
 import torch
@@ -31,6 +36,7 @@ from tqdm.auto import tqdm
 from pyrovae.data.splits import as_split
 from pyrovae.infer import checkpoint as ckpt_io
 from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.step import StepFunction
 from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, pair_modules
 from pyrovae.util import seeded
@@ -56,23 +62,51 @@ def evaluate_elbo(model, guide, data, batch_size=500, device="cpu", seed=0, obs=
     return total / n
 
 
+def importable_reference(fn):
+    """``"module:qualname"`` of a program when it can be imported again, else None: a function's own, or the
+    class of a module or of a bound method's object (Pyro's ``vae.model`` style: the class is the pair).
+    ``pyrovae`` commands rebuild a pair from such references (a class with no required arguments)."""
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        target = type(owner)
+    elif isinstance(fn, torch.nn.Module):
+        target = type(fn)
+    else:
+        target = fn
+    module, name = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
+    if not module or not name or module == "__main__" or "<" in name:
+        return None
+    return f"{module}:{name}"
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped because the loss, a gradient or the validation bound stopped being finite."""
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 class SVIRun:
     """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.infer.elbo.ELBO`).
 
     ``train`` and ``val`` are any data :func:`~pyrovae.data.splits.as_split`
     takes (a tensor ``[N, *event]``, a dict of fields, a :class:`Split`, a torch
     Dataset); fields other than the observed one reach the pair as keyword
-    arguments. With ``run_dir`` set, ``last.pt`` and ``best.pt`` are written
-    there each epoch (atomically) along with ``metrics.jsonl``;
-    ``fit(resume=True)`` continues from ``last.pt`` and gives the same
-    parameters as a run that was never interrupted. ``patience``: stop after
-    that many epochs without a better validation bound (epochs before
-    ``ignore_before_epoch`` do not count).
+    arguments. With ``run_dir`` set, each epoch's checkpoint is committed there
+    (:class:`~pyrovae.infer.runfolder.RunFolder`: the ``last`` and ``best``
+    checkpoints named by one atomic manifest, under a writer's lock) along with
+    ``metrics.jsonl``; ``fit(resume=True)`` continues from the last checkpoint
+    and gives the same parameters as a run that was never interrupted.
+    ``patience``: stop after that many epochs without a better validation bound
+    (epochs before ``ignore_before_epoch`` do not count). ``clip_norm`` (> 0)
+    clips the gradient norm; ``max_bad_steps``: see the module doc.
     """
 
     def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
                  clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu", run_dir=None,
-                 config=None, step_mode="graph", progress=True, obs="x"):
+                 config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10):
         self.model, self.guide = model, guide
         self.train_split = as_split(train, obs)
         self.val_split = None if val is None else as_split(val, obs)
@@ -82,8 +116,19 @@ class SVIRun:
         self.seed, self.device, self.run_dir = seed, torch.device(device), run_dir
         self.config = dict(config or {})
         self.progress = progress
-        if batch_size < 1 or epochs < 0 or not lr > 0:
-            raise ValueError(f"need batch_size >= 1, epochs >= 0, lr > 0; got {batch_size}, {epochs}, {lr}")
+        _positive_int("batch_size", batch_size)
+        _positive_int("max_bad_steps", max_bad_steps)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and math.isfinite(clip_norm)
+                                          and clip_norm > 0):
+            raise ValueError(f"clip_norm must be a number > 0 (or None for no clipping), got {clip_norm!r}")
+        if patience is not None:
+            _positive_int("patience", patience)
+        self.max_bad_steps, self.bad_steps = max_bad_steps, 0
+        self.folder = run_dir if isinstance(run_dir, RunFolder) else (RunFolder(run_dir) if run_dir else None)
         for m in pair_modules(model, guide):
             m.to(self.device)
         self.param_state = {"params": {}, "constraints": {}}  # this run's Pyro param store (ParamStoreDict.scope)
@@ -95,8 +140,6 @@ class SVIRun:
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.history, self.epoch, self.global_step = [], 0, 0
         self.best_val, self.bad_epochs = -math.inf, 0
-        if run_dir:
-            os.makedirs(run_dir, exist_ok=True)
 
     def param_scope(self):
         """``with run.param_scope():`` Pyro's param store holds this run's parameters (and only them)."""
@@ -140,7 +183,7 @@ class SVIRun:
             "optimizer": self.optimizer.state_dict(),
             "objective": {k: v.detach().cpu() for k, v in self.objective.state.items()},
             "epoch": self.epoch, "global_step": self.global_step,
-            "best_val": self.best_val, "bad_epochs": self.bad_epochs,
+            "best_val": self.best_val, "bad_epochs": self.bad_epochs, "bad_steps": self.bad_steps,
             "history": self.history, "config": self.config,
             "rng": {"torch": torch.random.get_rng_state()},
         }
@@ -162,31 +205,55 @@ class SVIRun:
                 self.objective.state[k].copy_(v)
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best_val, self.bad_epochs = state["best_val"], state["bad_epochs"]
+        self.bad_steps = state.get("bad_steps", 0)
         self.history = list(state["history"])
         torch.random.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         return state
 
-    def _path(self, name):
-        return os.path.join(self.run_dir, name)
-
     def _write_metrics(self):
-        with ckpt_io.atomic_open(self._path("metrics.jsonl"), "w") as f:
+        with ckpt_io.atomic_open(self.folder.file("metrics.jsonl"), "w") as f:
             for row in self.history:
-                f.write(json.dumps(row) + "\n")
+                f.write(json.dumps(ckpt_io.strict_json(row), allow_nan=False) + "\n")
 
     # -- training ----------------------------------------------------------
     def fit(self, resume=False):
-        """Train until ``epochs`` or early stopping; returns the history (one dict per epoch)."""
-        if resume:
-            if not self.run_dir:
-                raise ValueError("resume needs the run_dir of the run to continue")
-            self.load_state(self._path("last.pt"))
+        """Train until ``epochs`` or early stopping; returns the history (one dict per epoch).
+
+        With a ``run_dir`` the folder is locked for the whole fit; ``resume``
+        continues from its last committed checkpoint.
+        """
+        if resume and self.folder is None:
+            raise ValueError("resume needs the run_dir of the run to continue")
+        if self.folder is None:
+            self._fit()
+            return self.history
+        with self.folder:
+            if resume:
+                self.folder.clean()
+                self.load_state(self.folder.checkpoint("last"))
+            elif self.folder.has_checkpoint():
+                raise RunFolderError(f"{self.folder.path} already holds a run; resume it or choose another run_dir")
+            self._write_config()
+            self._fit()
+        return self.history
+
+    def _write_config(self):
+        """``config.json`` for the command line when the run folder has none: what is known of the pair and
+        the data -- the configuration given, with importable references to the programs where it names none."""
+        path = self.folder.file("config.json")
+        if os.path.exists(path):
+            return
+        cfg = dict(self.config)
+        for role, fn in (("model", self.model), ("guide", self.guide)):
+            cfg.setdefault(role, importable_reference(fn))
+        ckpt_io.write_json(path, cfg)
+
+    def _fit(self):
         with self.param_scope(), pyro.validation_enabled(False):
             while self.epoch < self.epochs and not self._should_stop():
                 self._train_epoch()
-        return self.history
 
     def evaluate(self, data, **kwargs):
         """:func:`evaluate_elbo` of this run's pair on ``data``, inside the run's param store."""
@@ -204,12 +271,17 @@ class SVIRun:
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.progress, dynamic_ncols=True)
         self.step_fn.recheck()
+        skipped = 0
         for index in batches:
             batch = self.train_split.materialize(index, generator).to(self.device)
             self.objective.set_progress(epoch, self.global_step)
             stats = self.step_fn(batch)
-            if self.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            if not self._finite_step(stats):
+                skipped += 1
+                self._diverging(f"epoch {epoch + 1}, step {self.global_step + 1}")
+                self.global_step += 1
+                bar.update(1)
+                continue
             self.optimizer.step()
             self.global_step += 1
             b = len(batch)
@@ -222,28 +294,52 @@ class SVIRun:
             bar.update(1)
         bar.close()
         train_time = time.perf_counter() - start
-        row = {"epoch": epoch + 1, "step": self.global_step, **{f"train_{k}": v / seen for k, v in sums.items()},
-               "examples_per_s": seen / train_time, "train_seconds": train_time}
+        row = {"epoch": epoch + 1, "step": self.global_step,
+               **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+               "examples_per_s": seen / train_time, "train_seconds": train_time, "skipped_steps": skipped}
         if self.val_split is not None:
             row["val_elbo"] = evaluate_elbo(self.model, self.guide, self.val_split, device=self.device,
                                             seed=self.seed)
+            if not math.isfinite(row["val_elbo"]):
+                raise DivergenceError(f"the validation ELBO of epoch {epoch + 1} is {row['val_elbo']}: training "
+                                      f"diverged; the last good checkpoint is kept. {self._advice()}")
+        if not all(torch.isfinite(p).all() for p in self.params):
+            raise DivergenceError(f"the parameters are not finite after epoch {epoch + 1}; the last good checkpoint "
+                                  f"is kept. {self._advice()}")
         improved = self._record(row)
         self.epoch += 1
         self.history.append(row)
         if self.progress:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        if self.run_dir:
-            state = self._state()
-            ckpt_io.save_atomic(state, self._path("last.pt"))
-            if improved:
-                ckpt_io.save_atomic(state, self._path("best.pt"))
+        if self.folder is not None:
+            self.folder.commit(self._state(), self.epoch, improved, self.best_val)
             self._write_metrics()
+
+    def _finite_step(self, stats):
+        """True when the step's loss statistics and its gradient norm (clipped to ``clip_norm``) are finite."""
+        if not all(bool(torch.isfinite(v).all()) for v in stats.values()):
+            return False
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.clip_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        return bool(torch.isfinite(norm))
+
+    def _diverging(self, where):
+        self.bad_steps += 1
+        if self.bad_steps >= self.max_bad_steps:
+            raise DivergenceError(f"{self.bad_steps} SVI steps had a non-finite loss or gradient (the last at {where}) "
+                                  f"and were skipped; training stopped and the last good checkpoint is kept. "
+                                  f"{self._advice()}")
+
+    def _advice(self):
+        return (f"Try a smaller learning rate (now {self.lr:g})" + (", or --clip-norm" if self.clip_norm is None
+                                                                     else "") + ", and check the data")
 
     def _record(self, row):
         """Update early-stopping bookkeeping; True when this epoch is the best so far."""
         score = row.get("val_elbo", row.get("train_elbo", -math.inf))
-        if not math.isfinite(score):
-            warnings.warn(f"epoch {row['epoch']}: the bound is {score}; check the learning rate and the data")
         if score > self.best_val:
             self.best_val, self.bad_epochs = score, 0
             return True

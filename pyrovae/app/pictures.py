@@ -1,0 +1,131 @@
+"""The pictures of a run folder, drawn from a reloaded run (:class:`pyrovae.app.runs.Run`).
+
+Each picture is drawn on its own: one the pair cannot make (a model without a
+mean to show, data that are not images) is skipped with a one-line warning
+naming why, and the others are still drawn. Pictures need image data
+``[C, H, W]``, or flat data with ``image_shape`` in the run's configuration.
+All use the first ``num_points`` test data (dynamic binarization drawn once
+with the run's seed) and a random state forked from the global one.
+"""
+
+import os
+import warnings
+
+import torch
+
+from pyrovae.app import viz
+from pyrovae.data.shapes import FACTOR_NAMES
+
+PICTURES = {  # file name -> caption, in the order shown
+    "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
+                           "validation ELBO at the end of each epoch.",
+    "samples.png": "Samples: the mean of p(x|z) for z ~ p(z).",
+    "reconstructions.png": "Test inputs (odd rows) and the mean of p(x|z), z ~ q(z|x) (even rows).",
+    "traversals.png": "Latent traversals: one test input's guide means, one dimension swept at a time "
+                      "over the prior's mean +- 3 sd; rows by decreasing KL per dimension.",
+    "interpolations.png": "Interpolations: decoded straight lines between the guide means of two test "
+                          "inputs (shown at both ends).",
+    "latent_scatter.png": "Guide means of test data in the two latent dimensions of largest KL, coloured "
+                          "by label or ground-truth factor.",
+}
+_FAILURES = (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError, IndexError)
+
+
+def picture_shape(cfg, event_shape):
+    """The image shape pictures use: the data's own ``[C, H, W]``, or ``image_shape`` for flat data, else None."""
+    if len(event_shape) == 3:
+        return None
+    shape = cfg.get("image_shape")
+    if shape and int(torch.Size(shape).numel()) == int(torch.Size(event_shape).numel()):
+        return tuple(shape)
+    raise ValueError(f"pictures need image data [C, H, W]; the data are {list(event_shape)}: give image_shape "
+                     "(--image-shape C H W) for flat data")
+
+
+def _attempt(name, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+        return None
+    except _FAILURES as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        warnings.warn(f"no {name}: {reason}", stacklevel=2)
+        return reason
+
+
+def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
+    """Draw the pictures of :data:`PICTURES` that the run folder lacks (all with ``overwrite``).
+
+    Returns ``{"pictures": [names drawn], "pictures_skipped": {name: why}}``.
+    The run's param store must be in scope (``with run.scope():``).
+    """
+    folder, cfg = run.folder, run.cfg
+
+    def path(name):
+        return os.path.join(folder, name)
+
+    wanted = [n for n in PICTURES if overwrite or not os.path.exists(path(n))]
+    drawn, skipped = [], {}
+
+    def attempt(name, fn, *args, **kwargs):
+        why = _attempt(name, fn, *args, **kwargs)
+        if why is None:
+            drawn.append(name)
+        else:
+            skipped[name] = why
+
+    metrics = path("metrics.jsonl")
+    if "training_curves.png" in wanted and os.path.exists(metrics):
+        attempt("training_curves.png", viz.save_training_curves, metrics, path("training_curves.png"))
+    wanted = [n for n in wanted if n != "training_curves.png"]
+    if not wanted:
+        return {"pictures": drawn, "pictures_skipped": skipped}
+    try:
+        shape = picture_shape(cfg, run.data.event_shape)
+    except ValueError as e:
+        warnings.warn(f"no pictures of the pair: {e}", stacklevel=2)
+        return {"pictures": drawn, "pictures_skipped": {**skipped, **{n: str(e) for n in wanted}}}
+    split = run.data.test.fixed(cfg.get("seed", 0))
+    n = min(num_points, len(split))
+    batch = split.materialize(torch.arange(n)).to(run.device)
+    x, kwargs = batch.x, batch.kwargs
+    labels = None if split.labels is None else split.labels[:n]
+    half = min(4, n // 2)
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.get("seed", 0))
+        if "reconstructions.png" in wanted:
+            attempt("reconstructions.png", viz.save_reconstructions, run.model, run.guide, x[:32],
+                    path("reconstructions.png"), shape=shape, **_rows(kwargs, 32))
+        if "samples.png" in wanted:
+            attempt("samples.png", _save_samples, run.model, x[:64], path("samples.png"), shape, **_rows(kwargs, 64))
+        if kwargs:  # the latent pictures decode guide means with the data alone
+            for name in ("traversals.png", "interpolations.png", "latent_scatter.png"):
+                if name in wanted:
+                    skipped[name] = "the pair takes keyword fields; latent pictures need it to take x alone"
+            return {"pictures": drawn, "pictures_skipped": skipped}
+        if "traversals.png" in wanted:
+            attempt("traversals.png", viz.save_traversals, run.model, run.guide, x, path("traversals.png"),
+                    shape=shape, max_dims=max_dims)
+        if "interpolations.png" in wanted and half >= 1:
+            attempt("interpolations.png", viz.save_interpolations, run.model, run.guide, x[:half], x[half:2 * half],
+                    path("interpolations.png"), shape=shape)
+        if "latent_scatter.png" in wanted:
+            attempt("latent_scatter.png", viz.save_latent_scatter, run.model, run.guide, x, labels,
+                    path("latent_scatter.png"), label_names=None if labels is None else _label_names(cfg, labels))
+    return {"pictures": drawn, "pictures_skipped": skipped}
+
+
+def _rows(kwargs, n):
+    return {k: None if v is None else v[:n] for k, v in kwargs.items()}
+
+
+def _save_samples(model, x, path, shape, **kwargs):
+    viz.save_grid(viz.sample_means(model, x, **kwargs), path, title="samples: mean of p(x|z), z ~ p(z)", shape=shape)
+
+
+def _label_names(cfg, labels):
+    """Names for the label columns of a run's dataset: the factors of ``shapes``, else ``class``."""
+    if labels.dim() == 2:
+        if cfg.get("dataset") == "shapes":
+            return list(FACTOR_NAMES)
+        return [f"factor {i}" for i in range(labels.shape[1])]
+    return ["class"]
