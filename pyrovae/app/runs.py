@@ -32,7 +32,7 @@ from pyrovae.infer.iwae import IWAE
 from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.svi import DivergenceError, SVIRun, evaluate_elbo, load_param_store
-from pyrovae.infer.trace import is_observed, trace_pair
+from pyrovae.infer.trace import trace_pair
 
 SUMMARY_TOLERANCE = 1e-4  # nats per datum between a reloaded run's test ELBO and the one it reported
 
@@ -267,7 +267,6 @@ def train(cfg, resume=False, progress=True):
                      epochs=cfg["epochs"], clip_norm=cfg["clip_norm"], patience=cfg["patience"],
                      ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"], run_dir=folder,
                      config=cfg, step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
-        check_data(run, data.train)
         start = time.perf_counter()
         try:
             run.fit(resume=resume)
@@ -294,34 +293,11 @@ def train(cfg, resume=False, progress=True):
     return summary
 
 
-def check_data(run, split):
-    """The whole training split within the support of the model's observed site, checked once and vectorized.
-
-    The first batch was checked with the pair (:func:`~pyrovae.infer.trace.check_pair`); here the site's
-    support constraint is applied to every datum, when the site scores the data in their own shape.
-    """
-    if split.binarize == "dynamic":  # binary by construction
-        return
-    batch = split.materialize(torch.arange(min(2, len(split)))).to(run.device)
-    with run.param_scope(), torch.no_grad(), poutine.block():
-        pt = trace_pair(run.model, run.guide, batch.x, enumerate=False, **batch.kwargs)
-    for site in pt.model.nodes.values():
-        if not is_observed(site) or site["value"].shape != batch.x.shape or not torch.equal(site["value"], batch.x):
-            continue  # a site that does not score the data in their own shape
-        bad = ~site["fn"].support.check(split.data.to(run.device))
-        if bool(bad.any()):
-            index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
-            hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
-                    if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
-            raise ValueError(f"datum {index} of the training data lies outside the support of the observed site "
-                             f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
-
-
 def config_view(cfg):
     """What applies to the pair trained, for the report (user pairs: the options given and the data's)."""
     view = applicable(cfg)
     return {k: v for k, v in view.items() if k not in ("given", "sources")}
 
 
-__all__ = ["ConfigError", "Run", "RunError", "check_data", "config_view", "dataset_for", "load_run",
+__all__ = ["ConfigError", "Run", "RunError", "config_view", "dataset_for", "load_run",
            "make_objective", "objective_from_config", "read_config", "train"]

@@ -82,6 +82,9 @@ def load_idx_split(name, split, root=None, download=False):
     images_stem, labels_stem = FILES[split]
     images = read_idx(_find(folder, images_stem), "images")
     labels = read_idx(_find(folder, labels_stem), "labels")
+    if len(images) != len(labels):
+        raise ValueError(f"{_find(folder, images_stem)} holds {len(images)} images but {_find(folder, labels_stem)} "
+                         f"{len(labels)} labels: the {split} files do not belong together")
     return images.unsqueeze(1), labels
 
 

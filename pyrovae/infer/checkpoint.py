@@ -24,6 +24,24 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the pair."""
 
 
+class SimulatedKill(BaseException):
+    """Raised by the fault-injection hook: the process "dies" inside an atomic write (see :func:`atomic_open`)."""
+
+
+_WRITES = [0]
+
+
+def _fault_hook(path):
+    """``PYROVAE_KILL_AT_WRITE=N`` (tests): die inside the N-th atomic write of this process, after the temporary
+    file is written and before it replaces ``path``, leaving the temporary file behind as a real kill would."""
+    target = os.environ.get("PYROVAE_KILL_AT_WRITE")
+    if target is None:
+        return
+    _WRITES[0] += 1
+    if _WRITES[0] == int(target):
+        raise SimulatedKill(f"killed inside write number {target} ({os.path.basename(path)})")
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="wb"):
     """A file to write ``path`` through: a temporary file in the same folder, synced, then renamed over it.
@@ -38,7 +56,10 @@ def atomic_open(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _fault_hook(path)
         os.replace(tmp, path)
+    except SimulatedKill:
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

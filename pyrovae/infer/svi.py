@@ -38,7 +38,7 @@ from pyrovae.infer import checkpoint as ckpt_io
 from pyrovae.infer.elbo import ELBO
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.step import StepFunction
-from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, pair_modules
+from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, is_observed, pair_modules, trace_pair
 from pyrovae.util import seeded
 
 
@@ -135,6 +135,7 @@ class SVIRun:
         self.module = self.objective(model, guide)
         with self.param_scope():
             self.info = self._check()
+            self._check_data()
             self.params, self._store_names = self._collect_params()
             self.step_fn = StepFunction(self.module, self.params, step_mode)
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
@@ -160,6 +161,31 @@ class SVIRun:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise PairError(f"data of shape {list(batch.x.shape)}{fields} does not fit the pair: running it failed "
                             f"with {type(e).__name__}: {first}") from None
+
+    def _check_data(self):
+        """Every training datum within the support of the observed site that scores the data, checked once.
+
+        The first batch was checked with the pair (:func:`~pyrovae.infer.trace.check_pair`); here the site's
+        support constraint is applied to the whole split at once, when the site scores the data in their own
+        shape (dynamically binarized data are binary by construction).
+        """
+        split = self.train_split
+        if split.binarize == "dynamic":
+            return
+        batch = self._first_batch(split)
+        with torch.no_grad(), poutine.block():
+            pt = trace_pair(self.model, self.guide, batch.x, enumerate=False, **batch.kwargs)
+        for site in pt.model.nodes.values():
+            if not is_observed(site) or site["value"].shape != batch.x.shape or not torch.equal(site["value"],
+                                                                                               batch.x):
+                continue
+            bad = ~site["fn"].support.check(split.data.to(self.device))
+            if bool(bad.any()):
+                index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
+                hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
+                        if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
+                raise PairError(f"training datum {index} lies outside the support of the observed site "
+                                f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
 
     def _collect_params(self):
         """The pair's parameters: its modules' and every one it registers in the run's param store."""
@@ -222,7 +248,8 @@ class SVIRun:
         """Train until ``epochs`` or early stopping; returns the history (one dict per epoch).
 
         With a ``run_dir`` the folder is locked for the whole fit; ``resume``
-        continues from its last committed checkpoint.
+        continues from its last committed checkpoint (from the start when the run
+        was stopped before its first epoch ended).
         """
         if resume and self.folder is None:
             raise ValueError("resume needs the run_dir of the run to continue")
@@ -232,7 +259,9 @@ class SVIRun:
         with self.folder:
             if resume:
                 self.folder.clean()
-                self.load_state(self.folder.checkpoint("last"))
+                if self.folder.has_checkpoint():  # a run killed before its first epoch starts over
+                    self.load_state(self.folder.checkpoint("last"))
+                    self._write_metrics()  # the log of the committed epochs, also when the kill came before it
             elif self.folder.has_checkpoint():
                 raise RunFolderError(f"{self.folder.path} already holds a run; resume it or choose another run_dir")
             self._write_config()
@@ -301,8 +330,8 @@ class SVIRun:
             row["val_elbo"] = evaluate_elbo(self.model, self.guide, self.val_split, device=self.device,
                                             seed=self.seed)
             if not math.isfinite(row["val_elbo"]):
-                raise DivergenceError(f"the validation ELBO of epoch {epoch + 1} is {row['val_elbo']}: training "
-                                      f"diverged; the last good checkpoint is kept. {self._advice()}")
+                raise DivergenceError(f"the validation ELBO of epoch {epoch + 1} is non-finite ({row['val_elbo']}): "
+                                      f"training diverged; the last good checkpoint is kept. {self._advice()}")
         if not all(torch.isfinite(p).all() for p in self.params):
             raise DivergenceError(f"the parameters are not finite after epoch {epoch + 1}; the last good checkpoint "
                                   f"is kept. {self._advice()}")
