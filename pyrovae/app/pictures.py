@@ -102,15 +102,22 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
                 if name in wanted:
                     skipped[name] = "the pair takes keyword fields; latent pictures need it to take x alone"
             return {"pictures": drawn, "pictures_skipped": skipped}
+        kl = None
+        if {"traversals.png", "latent_scatter.png"} & set(wanted):  # the dimensions' order, computed once
+            try:
+                kl = viz.kl_per_dimension(run.model, run.guide, x)
+            except _FAILURES as e:
+                warnings.warn(f"no KL per dimension for the latent pictures: {type(e).__name__}: {e}", stacklevel=2)
         if "traversals.png" in wanted:
             attempt("traversals.png", viz.save_traversals, run.model, run.guide, x, path("traversals.png"),
-                    shape=shape, max_dims=max_dims)
+                    shape=shape, max_dims=max_dims, kl=kl)
         if "interpolations.png" in wanted and half >= 1:
             attempt("interpolations.png", viz.save_interpolations, run.model, run.guide, x[:half], x[half:2 * half],
                     path("interpolations.png"), shape=shape)
         if "latent_scatter.png" in wanted:
             attempt("latent_scatter.png", viz.save_latent_scatter, run.model, run.guide, x, labels,
-                    path("latent_scatter.png"), label_names=None if labels is None else _label_names(cfg, labels))
+                    path("latent_scatter.png"), label_names=None if labels is None else _label_names(cfg, labels),
+                    kl=kl)
     return {"pictures": drawn, "pictures_skipped": skipped}
 
 

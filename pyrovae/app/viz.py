@@ -23,20 +23,18 @@ import math
 import os
 from dataclasses import dataclass
 
-import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+import pyro
+import torch
+from pyro import poutine
+from torch.distributions import kl_divergence
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from pyro import poutine  # noqa: E402
-from torch.distributions import kl_divergence  # noqa: E402
-
-from pyrovae.evaluate import diagnostics  # noqa: E402
-from pyrovae.infer.distributions import distribution_mean, factorised, site_mean  # noqa: E402
-from pyrovae.infer.elbo import closed_form_kl_sites  # noqa: E402
-from pyrovae.infer.predictive import AtMean, ResampleObserved  # noqa: E402
-from pyrovae.infer.trace import (  # noqa: E402
+from pyrovae.evaluate import diagnostics
+from pyrovae.infer.distributions import distribution_mean, factorised, site_mean
+from pyrovae.infer.elbo import closed_form_kl_sites
+from pyrovae.infer.predictive import AtMean, ResampleObserved
+from pyrovae.infer.trace import (
     evaluation_mode,
     is_latent,
     latent_sites,
@@ -119,13 +117,13 @@ def _event_dims(t, n):
 def save_grid(images, path, nrow=None, title=None, shape=None):
     """Save :func:`image_grid` of ``images`` (reshaped to ``shape`` when given) as a PNG."""
     grid = image_grid(as_images(images, shape), nrow)
-    fig, ax = plt.subplots(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
+    fig = Figure(figsize=(6, 6 * grid.shape[0] / grid.shape[1]))
+    ax = fig.subplots()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
     if title:
         ax.set_title(title)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -216,7 +214,8 @@ def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
     KL(q || p) = sum_d KL(q_d || p_d), computed by
     :func:`pyrovae.evaluate.diagnostics.kl_per_dimension`: in closed form where torch
     knows it, ``analytic`` is set and the site's place in the guide keeps it
-    unbiased, else by Monte Carlo from ``num_samples`` draws per datum.
+    unbiased (one draw of the site's parents per datum), else by Monte Carlo
+    from ``num_samples`` draws per datum.
     Otherwise (a full-covariance guide, a mixture or VampPrior prior) the KL does
     not split by dimension and the variance over the batch of the guide means
     stands in.
@@ -233,9 +232,12 @@ def kl_per_dimension(model, guide, x, site=None, analytic=True, num_samples=64):
         means = site_mean(q).reshape(x.shape[0], -1)
         return LatentKL(name, means.var(0, correction=0), "variance-of-means")
     closed = analytic and name in closed_form_kl_sites(guide_sites, model_sites) and _has_closed_form(q_dims, p_dims)
+    if closed:  # from this run's distributions: one draw of the site's parents per datum
+        kl = kl_divergence(q_dims, p_dims).expand(q["value"].shape).reshape(x.shape[0], -1).mean(0)
+        return LatentKL(name, kl.detach(), "closed-form")
     kl = diagnostics.kl_per_dimension(model, guide, x, num_samples=num_samples, batch_size=x.shape[0], seed=None,
-                                      analytic=closed, sites={name})[name]
-    return LatentKL(name, kl, "closed-form" if closed else "monte-carlo")
+                                      analytic=False, sites={name})[name]
+    return LatentKL(name, kl, "monte-carlo")
 
 
 def _has_closed_form(q, p):
@@ -260,7 +262,7 @@ class Traversals:
 
 
 @torch.no_grad()
-def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dims=None, base_index=0,
+def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dims=None, base_index=0, kl=None,
                       obs_site="x", analytic=True):
     """Traverse each latent dimension of ``site``, one at a time, in order of decreasing KL.
 
@@ -277,7 +279,7 @@ def latent_traversals(model, guide, x, site=None, num_steps=9, span=3.0, max_dim
         raise ValueError(f"need num_steps >= 2 and span > 0, got {num_steps} and {span}")
     if not 0 <= base_index < x.shape[0]:
         raise ValueError(f"base_index {base_index} is outside the batch of {x.shape[0]}")
-    kl = kl_per_dimension(model, guide, x, site, analytic)
+    kl = kl if kl is not None else kl_per_dimension(model, guide, x, site, analytic)
     means = guide_means(guide, x)
     flat = means[kl.site].reshape(x.shape[0], -1)
     dims = kl.order()[:max_dims].tolist()
@@ -337,7 +339,8 @@ def _save_rows(images, path, title, row_labels=None, shape=None):
     images = as_images(images, shape)
     rows, steps = images.shape[:2]
     grid = image_grid(images.reshape(rows * steps, *images.shape[2:]), nrow=steps)
-    fig, ax = plt.subplots(figsize=(max(4, steps * 0.8), max(1.5, rows * 0.8) + 0.6))
+    fig = Figure(figsize=(max(4, steps * 0.8), max(1.5, rows * 0.8) + 0.6))
+    ax = fig.subplots()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     h = images.shape[-2]
@@ -349,7 +352,6 @@ def _save_rows(images, path, title, row_labels=None, shape=None):
         spine.set_visible(False)
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -374,14 +376,14 @@ def save_interpolations(model, guide, x_start, x_end, path, num_steps=8, obs_sit
 # Scatter of the latent means
 
 @torch.no_grad()
-def latent_scatter_points(model, guide, x, site=None, analytic=True):
+def latent_scatter_points(model, guide, x, site=None, analytic=True, kl=None):
     """Guide means of ``site`` in its two dimensions of largest KL: ``(points [N, 2], dims, kl)``.
 
     The plane is spanned by the two highest-KL dimensions, not by principal
     components, so its axes are latent dimensions that traversals and metrics
     name too. A one-dimensional site gets 0 as its second coordinate.
     """
-    kl = kl_per_dimension(model, guide, x, site, analytic)
+    kl = kl if kl is not None else kl_per_dimension(model, guide, x, site, analytic)
     flat = guide_means(guide, x)[kl.site].reshape(x.shape[0], -1)
     dims = kl.order()[:2].tolist()
     points = flat[:, dims]
@@ -390,14 +392,14 @@ def latent_scatter_points(model, guide, x, site=None, analytic=True):
     return points, dims, kl
 
 
-def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=None, analytic=True):
+def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=None, analytic=True, kl=None):
     """Scatter of :func:`latent_scatter_points`, coloured by ``labels``.
 
     ``labels`` is ``[N]`` (a class label) or ``[N, F]`` (ground-truth factors: one
     panel per factor), or None; ``label_names`` names the label or the factors.
     """
     _check_batch(x)
-    points, dims, kl = latent_scatter_points(model, guide, x, site, analytic)
+    points, dims, kl = latent_scatter_points(model, guide, x, site, analytic, kl)
     points = points.cpu().numpy()
     if labels is None:
         columns, names = [None], [None]
@@ -410,8 +412,8 @@ def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=No
             ["label"] if labels.dim() == 1 else [f"factor {i}" for i in range(len(columns))])
         if len(names) != len(columns):
             raise ValueError(f"label_names has {len(names)} names for {len(columns)} label columns")
-    fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.6), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(4.2 * len(columns), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(columns), squeeze=False)
     for ax, column, name in zip(axes[0], columns, names):
         if column is None:
             ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.6)
@@ -425,7 +427,6 @@ def save_latent_scatter(model, guide, x, labels, path, site=None, label_names=No
         ax.set_ylabel(f"{kl.site}[{dims[1]}]" if len(dims) > 1 else "(one dimension)")
     fig.suptitle(f"guide means of {kl.site}: the two dimensions of largest KL", fontsize=10)
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -464,7 +465,9 @@ def training_curves(rows):
 def save_training_curves(metrics, path):
     """Plot :func:`training_curves` of ``metrics`` (rows, or the path of ``metrics.jsonl``) as a PNG."""
     curves = training_curves(read_metrics(metrics) if isinstance(metrics, (str, os.PathLike)) else metrics)
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.plot(curves["epoch"], curves["train_elbo"], "o-", label="train bound (mean over the epoch)")
     if any(math.isfinite(v) for v in curves["val_elbo"]):
         ax.plot(curves["epoch"], curves["val_elbo"], "s-", label="validation ELBO (end of epoch)")
@@ -473,5 +476,4 @@ def save_training_curves(metrics, path):
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -41,25 +41,22 @@ from dataclasses import dataclass
 from typing import Callable
 
 import arviz as az
-import matplotlib
+from matplotlib.figure import Figure
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pyro  # noqa: E402
-import torch  # noqa: E402
-from pyro import poutine  # noqa: E402
-
-from pyrovae.data.splits import as_split  # noqa: E402
-from pyrovae.infer.predictive import draws_per_datum, predictive_trace  # noqa: E402
-from pyrovae.infer.trace import (  # noqa: E402
+from pyrovae.data.splits import as_split
+from pyrovae.infer.predictive import draws_per_datum, predictive_trace
+from pyrovae.infer.trace import (
     PairError,
     evaluation_mode,
     is_latent,
     max_plate_nesting,
     trace_pair,
 )
-from pyrovae.util import chunk_sizes, positive_int, seeded  # noqa: E402
+from pyrovae.util import chunk_sizes, positive_int, seeded
 
 # ---------------------------------------------------------------------------
 # Drawing from the predictive distributions
@@ -327,7 +324,8 @@ def _safe(name):
 
 
 def _histogram(name, observed, replicated, p_value, path):
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.hist(replicated.numpy(), bins=min(30, max(5, replicated.numel() // 5)), color="C0", alpha=0.7,
             label="T(x_rep)")
     ax.axvline(float(observed), color="k", linewidth=2, label="T(x)")
@@ -335,7 +333,6 @@ def _histogram(name, observed, replicated, p_value, path):
     ax.set_xlabel(name)
     ax.legend(loc="upper right")
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _image_panels(name, observed, replicated, p_values, path):
@@ -345,7 +342,8 @@ def _image_panels(name, observed, replicated, p_values, path):
     high = float(torch.maximum(observed.max(), mean_rep.max()))
     panels = [("T(x)", observed, "gray", low, high), ("mean T(x_rep)", mean_rep, "gray", low, high),
               ("p-value", p_values.float(), "viridis", 0.0, 1.0)]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    axes = fig.subplots(1, 3)
     for ax, (title, img, cmap, vmin, vmax) in zip(axes, panels):
         img = img[0] if img.dim() == 3 else img
         im = ax.imshow(img.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -353,20 +351,25 @@ def _image_panels(name, observed, replicated, p_values, path):
         ax.axis("off")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
 
 
-def _ppc_plot(idata, var_name, path, num_pp_samples, kind="kde"):
-    axes = az.plot_ppc(idata, var_names=[var_name], kind=kind, num_pp_samples=num_pp_samples, random_seed=0)
-    fig = np.ravel(axes)[0].figure
+def _ppc_plot(idata, var_name, path, num_pp_samples, kind="kde", title=None):
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.subplots()
+    az.plot_ppc(idata, var_names=[var_name], kind=kind, num_pp_samples=num_pp_samples, random_seed=0, ax=ax,
+                show=False)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
 
 
 def save_ppc_plots(idata, stats, folder, num_pp_samples=50):
     """Write the check's pictures as PNG files in ``folder``; returns their paths.
 
-    - ``ppc_<obs>.png``: ``az.plot_ppc`` of the data values (all pixels pooled);
+    - ``ppc_<obs>.png``: ``az.plot_ppc`` of the data values (all values pooled) as
+      cumulative distributions, observed against replicated data sets: readable
+      for binary and grey images too, where a density of the pooled values is a
+      spike at 0 (the height of the step at 0 is the share of dark pixels);
     - ``ppc_<stat>.png``: ``az.plot_ppc`` of each per-datum statistic's spread over
       the data, observed against replicated data sets;
     - ``stat_<stat>.png``: a histogram of T(x^rep) with T(x) as a vertical line,
@@ -383,7 +386,8 @@ def save_ppc_plots(idata, stats, folder, num_pp_samples=50):
     n_pp = min(num_pp_samples, num_draws)
     paths = []
     path = os.path.join(folder, f"ppc_{_safe(obs_site)}.png")
-    _ppc_plot(idata, obs_site, path, n_pp)
+    _ppc_plot(idata, obs_site, path, n_pp, kind="cumulative",
+              title=f"{obs_site}: cumulative distribution of all values, observed against replicated data sets")
     paths.append(path)
     batch_size = idata.observed_data.sizes["datum"]
     for name, (observed, replicated) in stats.items():

@@ -92,7 +92,7 @@ class SVIRun:
     """Train ``(model, guide)`` on ``train`` with ``objective`` (default: :class:`~pyrovae.infer.elbo.ELBO`).
 
     ``train`` and ``val`` are any data :func:`~pyrovae.data.splits.as_split`
-    takes (a tensor ``[N, *event]``, a dict of fields, a :class:`Split`, a torch
+    takes (a tensor ``[N, *event]``, a dict of fields, a :class:`~pyrovae.data.splits.Split`, a torch
     Dataset); fields other than the observed one reach the pair as keyword
     arguments. With ``run_dir`` set, each epoch's checkpoint is committed there
     (:class:`~pyrovae.infer.runfolder.RunFolder`: the ``last`` and ``best``
