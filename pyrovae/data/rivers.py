@@ -83,7 +83,7 @@ TREE_RADIUS = 3.0
 GRASS_DRY = (0.66, 0.58, 0.30)
 GRASS_LUSH = (0.24, 0.62, 0.20)
 WATER = (0.20, 0.42, 0.80)
-TREE = (0.07, 0.30, 0.09)
+TREE = (0.07, 0.31, 0.09)
 
 INPUT_NAMES = ("grass", "heading", "half_width", "num_trees", "net_curvature", "final_heading",
                *(f"turn_{k + 1}" for k in range(NUM_TURNS)))
@@ -394,14 +394,14 @@ def _draw(vertices, half_width, trees, grass):
     absent = np.isnan(trees).any(-1, keepdims=True)
     trees = np.where(absent, -4.0 * IMAGE_SIZE, trees)  # far away: no coverage
     tree = _coverage(_squared_distance_to_points(trees), np.full(len(trees), TREE_RADIUS))
+    # colour = (grass (1 - water) + WATER water) (1 - tree) + TREE tree: a full coverage gives the exact colour
+    dry, bare = 1 - water, 1 - tree
     out = np.empty((len(vertices), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
     for c in range(3):
-        g = grass[:, c].astype(np.float32)[:, None, None]
-        colour = water * (np.float32(WATER[c]) - g)
-        colour += g
-        mix = np.float32(TREE[c]) - colour
-        mix *= tree
-        colour += mix
+        colour = dry * grass[:, c].astype(np.float32)[:, None, None]
+        colour += water * np.float32(WATER[c])
+        colour *= bare
+        colour += tree * np.float32(TREE[c])
         colour *= np.float32(255)
         out[:, c] = np.rint(colour)
     return out
