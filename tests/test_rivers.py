@@ -249,7 +249,8 @@ def test_factor_cells_and_inputs_agree():
         assert np.array_equal((inputs.net_curvature + 8) // 2, factors[:, 4])
     centres = grid.inputs_from_factors(factors)
     values = grid.factor_values()
-    assert np.allclose(centres.grass, values[0][factors[:, 0]]) and np.allclose(centres.heading, values[1][factors[:, 1]])
+    assert np.allclose(centres.grass, values[0][factors[:, 0]])
+    assert np.allclose(centres.heading, values[1][factors[:, 1]])
     assert [len(v) for v in values] == list(grid.factor_sizes) and len(grid) == math.prod(grid.factor_sizes)
     assert torch.equal(grid[int(np.ravel_multi_index(factors[0], grid.factor_sizes))],
                        grid.sample_observations_from_factors(factors[:1])[0])
