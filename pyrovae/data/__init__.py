@@ -1,4 +1,4 @@
-"""Datasets: the built-in procedural ``shapes``, dSprites, MNIST and Fashion-MNIST.
+"""Datasets: the built-in procedural ``shapes`` and ``rivers``, dSprites, MNIST and Fashion-MNIST.
 
 :func:`load_dataset` returns a :class:`Dataset` of train / validation / test
 :class:`~pyrovae.data.splits.Split` s with values in [0, 1].
@@ -8,22 +8,29 @@ import numpy as np
 import torch
 
 from pyrovae.data.dsprites import DSprites
+from pyrovae.data import rivers
 from pyrovae.data.mnist import load_idx_split
+from pyrovae.data.rivers import RiversFactors
 from pyrovae.data.shapes import ShapesFactors
 from pyrovae.data.splits import BINARIZE, Batch, Dataset, Split, as_split, check_data
 
-DATASETS = ("shapes", "dsprites", "mnist", "fashion-mnist")
+DATASETS = ("shapes", "rivers", "dsprites", "mnist", "fashion-mnist")
 BINARIZE_CHOICES = ("none", "static", "dynamic")
-GROUND_TRUTH = ("shapes", "dsprites")
+GROUND_TRUTH = ("shapes", "rivers", "dsprites")
+SPLIT_SEED_OFFSETS = (0, 10_007, 20_011)  # train, validation and test draws of a ground-truth dataset: seed + offset
 
-__all__ = ["BINARIZE", "BINARIZE_CHOICES", "Batch", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "ShapesFactors", "Split",
-           "as_split", "balanced_subset", "check_data", "classes", "ground_truth", "load_dataset"]
+__all__ = ["BINARIZE", "BINARIZE_CHOICES", "Batch", "DATASETS", "DSprites", "Dataset", "GROUND_TRUTH", "RiversFactors",
+           "SPLIT_SEED_OFFSETS", "ShapesFactors", "Split", "as_split", "balanced_subset", "check_data", "classes",
+           "ground_truth", "load_dataset"]
 
 
 def ground_truth(name, data_dir=None):
-    """The factor grid of a dataset with ground-truth factors: ``shapes`` (built in) or ``dsprites`` (its .npz)."""
+    """The factor grid of a dataset with ground-truth factors: ``shapes``, ``rivers`` (built in) or ``dsprites``
+    (its .npz)."""
     if name == "shapes":
         return ShapesFactors()
+    if name == "rivers":
+        return RiversFactors()
     if name == "dsprites":
         return DSprites(data_dir)
     raise ValueError(f"dataset {name!r} has no ground-truth factors; expected one of {list(GROUND_TRUTH)}")
@@ -37,6 +44,14 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     from the factor grid with ``seed``, a validation split of ``val_size``
     (default 1,000) and a test split of ``num_test`` (default 1,000), each from
     its own seed; labels are the factor indices. Already binary.
+
+    ``rivers``: RGB pictures ``[3, 64, 64]`` with values k/255 (see
+    :mod:`pyrovae.data.rivers`), the same split sizes; picture i of the training,
+    validation and test split is picture i of ``seed``, ``seed + 10_007`` and
+    ``seed + 20_011`` (``SPLIT_SEED_OFFSETS``), so
+    ``rivers.draw_inputs(seed + offset, range(n))`` gives every picture's inputs,
+    turns included. Labels are the cells of :class:`RiversFactors`. The splits hold
+    float32 images: 49 KB a picture, 491 MB for 10,000.
 
     ``dsprites``: the same draws from the dSprites grid, read from the published
     ``.npz`` file at ``data_dir`` (the file or its folder; see :class:`DSprites`).
@@ -62,7 +77,9 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     if num_labelled is not None and condition_on != "labels":
         raise ValueError("num_labelled keeps labels for part of the data: it needs condition_on='labels'")
     binarize = None if binarize == "none" else binarize
-    if name in GROUND_TRUTH:
+    if name == "rivers":
+        data = _river_splits(num_train or 10_000, val_size or 1_000, num_test or 1_000, seed)
+    elif name in GROUND_TRUTH:
         data = _factor_splits(name, ground_truth(name, data_dir), num_train or 10_000, val_size or 1_000,
                               num_test or 1_000, seed)
     elif name not in DATASETS:
@@ -99,7 +116,17 @@ def _factor_splits(name, grid, num_train, num_val, num_test, seed):
         factors, images = grid.sample(n, np.random.default_rng(s))
         return Split(images, torch.from_numpy(factors))
 
-    return Dataset(name, split(num_train, seed), split(num_val, seed + 10_007), split(num_test, seed + 20_011))
+    sizes = (num_train, num_val, num_test)
+    return Dataset(name, *(split(n, seed + offset) for n, offset in zip(sizes, SPLIT_SEED_OFFSETS)))
+
+
+def _river_splits(num_train, num_val, num_test, seed):
+    def split(n, s):
+        images, factors, _ = rivers.load_split(n, s)
+        return Split(torch.from_numpy(images), torch.from_numpy(factors))
+
+    sizes = (num_train, num_val, num_test)
+    return Dataset("rivers", *(split(n, seed + offset) for n, offset in zip(sizes, SPLIT_SEED_OFFSETS)))
 
 
 def classes(split):
