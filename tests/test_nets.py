@@ -18,5 +18,11 @@ def test_leading_batch_dims(arch, size):
 
 
 def test_conv_rejects_other_sizes():
-    with pytest.raises(ValueError, match="28x28 or 64x64"):
+    with pytest.raises(ValueError, match=r"square images \[C, S, S\] with S 28 or 64, got \[1, 32, 32\]"):
         make_networks("conv", (1, 32, 32), latent_dim=2)
+
+
+def test_conv_networks_take_rgb_images_and_decode_the_likelihoods_channels():
+    enc, dec = make_networks("conv", (3, 64, 64), latent_dim=4, output_shape=(6, 64, 64))
+    loc, _ = enc(torch.rand(2, 5, 3, 64, 64))
+    assert loc.shape == (2, 5, 4) and dec(loc).shape == (2, 5, 6, 64, 64)

@@ -32,7 +32,7 @@ import warnings
 import torch
 from torch import nn
 
-from pyrovae.nn.likelihoods import make_likelihood
+from pyrovae.nn.likelihoods import eight_bit, make_likelihood
 from pyrovae.nn.nets import ConditionalGaussian, ContextEncoder, MLPDecoder, make_networks, mlp
 from pyrovae.nn.priors import make_prior
 
@@ -172,14 +172,29 @@ def _latent_dims(cfg, default_levels):
 
 
 def likelihood_name(cfg, train):
-    """``likelihood`` as given, else bernoulli for binary data and gaussian-learned otherwise."""
+    """``likelihood`` as given, else bernoulli for binary data, discretized-logistic for 8-bit images
+    ``[C, H, W]`` (every value k/255) and gaussian-learned otherwise."""
     if cfg.get("likelihood"):
         return cfg["likelihood"]
     if train is None:
         return "bernoulli"
     x = train.data
-    binary = cfg.get("binarize") in ("static", "dynamic") or bool(((x == 0) | (x == 1)).all())
-    return "bernoulli" if binary else "gaussian-learned"
+    if cfg.get("binarize") in ("static", "dynamic") or bool(((x == 0) | (x == 1)).all()):
+        return "bernoulli"
+    if x.dim() == 4 and bool(eight_bit.check(x).all()):
+        return "discretized-logistic"
+    return "gaussian-learned"
+
+
+def _likelihood(cfg, train, shape):
+    """The likelihood named by :func:`likelihood_name` for images of ``shape``."""
+    return make_likelihood(likelihood_name(cfg, train), event_dims=len(shape), image_shape=shape)
+
+
+def _output_shape(likelihood, shape):
+    """The decoder output a likelihood takes: ``params_per_channel`` channels per image channel."""
+    per_channel = getattr(likelihood, "params_per_channel", 1)
+    return (per_channel * shape[0], *shape[1:]) if per_channel != 1 else tuple(shape)
 
 
 def _shape(cfg, train):
@@ -205,12 +220,10 @@ def _top_prior(cfg, latent_dim, top_encoder, train, shape):
                       input_shape=shape, init=init, data=data, flow_steps=cfg.get("prior_steps"))
 
 
-def _decoder_and_likelihood(cfg, shape, latent_dim, decoder, train):
-    """The built-in decoder's output meets its likelihood; ``--decoder pixelcnn`` swaps in a PixelCNN."""
+def _pixelcnn_decoder(cfg, shape, latent_dim, decoder, train):
+    """``--decoder pixelcnn``: (conditioning network, PixelCNN likelihood) in place of the decoder's output."""
     from pyrovae.nn.pixelcnn import PixelCNNLikelihood
 
-    if cfg.get("decoder", "default") != "pixelcnn":
-        return decoder, make_likelihood(likelihood_name(cfg, train), event_dims=len(shape))
     if likelihood_name(cfg, train) != "bernoulli" or len(shape) != 3 or shape[0] != 1:
         raise ValueError("--decoder pixelcnn models binary one-channel images [1, H, W] with --likelihood bernoulli")
     layers = cfg.get("layers") or 5
@@ -243,10 +256,13 @@ def _vae_pair(cfg, train):
     if len(dims) != 1:
         raise ValueError(f"the 'vae' model has one stochastic level, got {len(dims)} latent sizes {dims}; "
                          "use --model hvae or --model stacked for levels >= 2")
-    shape = _shape(cfg, train)
-    encoder, decoder = make_networks(cfg.get("arch", "mlp"), shape, dims[0], cfg.get("hidden"),
-                                     cfg.get("activation", "relu"))
-    decoder, likelihood = _decoder_and_likelihood(cfg, shape, dims[0], decoder, train)
+    shape, arch, act = _shape(cfg, train), cfg.get("arch", "mlp"), cfg.get("activation", "relu")
+    if cfg.get("decoder", "default") == "pixelcnn":
+        encoder, decoder = make_networks(arch, shape, dims[0], cfg.get("hidden"), act)
+        decoder, likelihood = _pixelcnn_decoder(cfg, shape, dims[0], decoder, train)
+    else:
+        likelihood = _likelihood(cfg, train, shape)
+        encoder, decoder = make_networks(arch, shape, dims[0], cfg.get("hidden"), act, _output_shape(likelihood, shape))
     model = VAE(decoder, _top_prior(cfg, dims[0], encoder, train, shape), likelihood)
     return model, _guide_for(cfg, encoder, dims[0])
 
@@ -262,7 +278,8 @@ def _hierarchical_pair(cfg, train, top_down):
     if len(dims) < 2:
         raise ValueError(f"a hierarchical model needs levels >= 2, got {len(dims)}")
     shape, act, hidden = _shape(cfg, train), cfg.get("activation", "relu"), cfg.get("hidden")
-    levels = len(dims)
+    levels, likelihood = len(dims), _likelihood(cfg, train, shape)
+    output_shape = _output_shape(likelihood, shape)
 
     def h(level):  # the IWAE paper's widths: 2 x 100 units below z1, 2 x 50 between z1 and z2
         if hidden is not None:
@@ -273,14 +290,13 @@ def _hierarchical_pair(cfg, train, top_down):
         encoder = ConditionalGaussian([shape], dims[-1], h(levels), act)
         q_cond = [ConditionalGaussian([shape, (dims[lv],)], dims[lv - 1], h(lv), act) for lv in range(1, levels)]
         guide = TopDownGuide(encoder, q_cond)
-        decoder = MLPDecoder(shape, sum(dims), h(1), act)
+        decoder = MLPDecoder(output_shape, sum(dims), h(1), act)
     else:
         encoder = ConditionalGaussian([shape], dims[0], h(1), act)
         q_cond = [ConditionalGaussian([(dims[lv - 2],)], dims[lv - 1], h(lv), act) for lv in range(2, levels + 1)]
         guide = BottomUpGuide(encoder, q_cond)
-        decoder = MLPDecoder(shape, dims[0], h(1), act)
+        decoder = MLPDecoder(output_shape, dims[0], h(1), act)
     p_cond = [ConditionalGaussian([(dims[lv],)], dims[lv - 1], h(lv + 1), act) for lv in range(1, levels)]
-    likelihood = make_likelihood(likelihood_name(cfg, train), event_dims=len(shape))
     if cfg.get("prior") == "vamp" and not top_down:
         raise ValueError("a VampPrior on z_top needs q(z_top | x): use --model hvae (top-down guide)")
     prior = _top_prior(cfg, dims[-1], encoder if top_down else None, train, shape)
@@ -306,8 +322,8 @@ def _conditional_pair(cfg, train):
     shape, c = _shape(cfg, train), _num_classes(train)
     hidden, act = tuple(cfg.get("hidden") or (400,)), cfg.get("activation", "relu")
     encoder = ConditionalGaussian([shape, (c,)], dims[0], hidden, act)
-    decoder = MLPDecoder(shape, dims[0] + c, hidden, act)
-    likelihood = make_likelihood(likelihood_name(cfg, train), event_dims=len(shape))
+    likelihood = _likelihood(cfg, train, shape)
+    decoder = MLPDecoder(_output_shape(likelihood, shape), dims[0] + c, hidden, act)
     return ConditionalVAE(decoder, StandardNormal(dims[0]), likelihood, c), ConditionalGaussianGuide(encoder, c)
 
 
@@ -322,8 +338,8 @@ def _semi_supervised_pair(cfg, train):
     flat = int(torch.Size(shape).numel())
     classifier = nn.Sequential(nn.Flatten(-len(shape)), mlp([flat, *hidden, c], act))
     encoder = ConditionalGaussian([shape, (c,)], dims[0], hidden, act)
-    decoder = MLPDecoder(shape, dims[0] + c, hidden, act)
-    likelihood = make_likelihood(likelihood_name(cfg, train), event_dims=len(shape))
+    likelihood = _likelihood(cfg, train, shape)
+    decoder = MLPDecoder(_output_shape(likelihood, shape), dims[0] + c, hidden, act)
     alpha = 0.1 * len(train)
     model = SemiSupervisedVAE(decoder, likelihood, dims[0], c, classifier, alpha=alpha)
     return model, SemiSupervisedGuide(classifier, encoder, c)

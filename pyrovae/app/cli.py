@@ -13,6 +13,7 @@ import os
 import sys
 
 from pyrovae.app.config import ConfigError, add_arguments, make_config
+from pyrovae.data import GROUND_TRUTH
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, ConfigError, OSError)
 
@@ -133,7 +134,7 @@ def cmd_metrics(args):
     import numpy as np
 
     from pyrovae.app.runs import load_run
-    from pyrovae.data import GROUND_TRUTH, ground_truth
+    from pyrovae.data import ground_truth
     from pyrovae.evaluate.disentangle import compute_all, mean_representation
     from pyrovae.infer.checkpoint import write_json
 
@@ -216,7 +217,7 @@ def build_parser():
     pp.set_defaults(func=cmd_ppc)
     me = sub.add_parser("metrics", help="disentanglement scores of a run on a dataset with ground-truth factors")
     me.add_argument("run")
-    me.add_argument("--dataset", default=None, choices=["shapes", "dsprites"],
+    me.add_argument("--dataset", default=None, choices=GROUND_TRUTH,
                     help="ground-truth factors to score against (default: the run's dataset)")
     me.add_argument("--data-dir", default=None, help="dsprites: the .npz file or its folder (default: the run's)")
     me.add_argument("--num-points", type=_positive, default=10_000,

@@ -102,8 +102,8 @@ OPTIONS = (
            "path/to/file.py:Name", group="model"),
     Option("guide", "gaussian", "built-in guide (gaussian; iaf, householder, planar: normalizing-flow guides) or "
            "path/to/file.py:Name", group="model", applies=lambda cfg: ":" not in str(cfg.get("guide", ""))),
-    Option("arch", "mlp", "encoder/decoder networks of the built-in models", choices=("mlp", "conv"), group="model",
-           applies=_builtin),
+    Option("arch", None, "encoder/decoder networks of the built-in models (default: conv for the vae on rivers, mlp otherwise)",
+           choices=("mlp", "conv"), group="model", applies=_builtin),
     Option("hidden", None, "hidden layer sizes of the built-in networks", type=int, nargs="+", check=_sizes,
            expect="positive integers", group="model", applies=_builtin),
     Option("activation", "relu", "hidden-layer nonlinearity", choices=tuple(sorted(ACTIVATIONS)), group="model",
@@ -131,7 +131,7 @@ OPTIONS = (
     Option("layers", None, "gated layers of the PixelCNN decoder (default 5)", type=int, check=_positive_int,
            expect="a positive integer", group="model", applies=lambda cfg: cfg.get("decoder") == "pixelcnn"),
     Option("likelihood", None, "p(x|z) of the built-in models (default: bernoulli for binary data, "
-           "gaussian-learned otherwise)", choices=tuple(sorted(LIKELIHOODS)), group="model", applies=_builtin),
+           "discretized-logistic for 8-bit images, gaussian-learned otherwise)", choices=tuple(sorted(LIKELIHOODS)), group="model", applies=_builtin),
     Option("image_shape", None, "C H W of flat data, for pictures", type=int, nargs="+", check=_sizes,
            expect="positive integers", group="model"),
     # objective
@@ -189,7 +189,7 @@ def make_config(given=None, **overrides):
     ``given`` (or keyword arguments) maps option names to values; None means
     "not given". Unknown names and bad values are :class:`ConfigError` s naming
     them. The result holds every option, ``"given"`` (the names given) and the
-    derived defaults (``out``; ``binarize`` per dataset).
+    derived defaults (``out``; ``binarize`` and ``arch`` per dataset).
     """
     values = {**(given or {}), **overrides}
     unknown = sorted(set(values) - set(BY_NAME))
@@ -202,6 +202,8 @@ def make_config(given=None, **overrides):
         cfg["latent_dim"] = cfg["latent_dim"][0]
     if cfg["binarize"] is None:
         cfg["binarize"] = "dynamic" if cfg["dataset"] in ("mnist", "fashion-mnist") else "none"
+    if cfg["arch"] is None:
+        cfg["arch"] = "conv" if cfg["dataset"] == "rivers" and cfg["model"] == "vae" else "mlp"
     if cfg["out"] is None:
         cfg["out"] = os.path.join("runs", f"{cfg['dataset']}-{_stem(cfg['model'])}-{time.strftime('%Y%m%d-%H%M%S')}")
     cfg["given"] = given_names

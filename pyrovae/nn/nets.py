@@ -108,13 +108,15 @@ class ConditionalGaussian(nn.Module):
         return self.head(self.body(h))
 
 
-def _conv_plan(size):
-    """Channel plan for 28x28 or 64x64 images: stride-2 convolutions down to 7x7 or 4x4."""
+def _conv_plan(image_shape, role):
+    """Channel plan for ``[C, S, S]`` images, S in {28, 64}: stride-2 convolutions down to 7x7 or 4x4."""
+    shape = tuple(image_shape)
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in (28, 64) or shape[0] < 1:
+        raise ValueError(f"{role} square images [C, S, S] with S 28 or 64, got {list(image_shape)}")
+    c, size = shape[0], shape[1]
     if size == 28:
-        return [(1, 32, 4, 2, 1), (32, 64, 4, 2, 1)], (64, 7, 7)
-    if size == 64:
-        return [(1, 32, 4, 2, 1), (32, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 64, 4, 2, 1)], (64, 4, 4)
-    raise ValueError(f"convolutional networks take 28x28 or 64x64 images, got {size}x{size}")
+        return [(c, 32, 4, 2, 1), (32, 64, 4, 2, 1)], (64, 7, 7)
+    return [(c, 32, 4, 2, 1), (32, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 64, 4, 2, 1)], (64, 4, 4)
 
 
 def _channels_last(module):
@@ -127,14 +129,12 @@ def _channels_last(module):
 
 
 class ConvEncoder(nn.Module):
-    """Strided convolutions then a Gaussian head; images ``[*batch, 1, S, S]`` with S in {28, 64}."""
+    """Strided convolutions then a Gaussian head; images ``[*batch, C, S, S]`` with S in {28, 64}."""
 
     def __init__(self, image_shape, latent_dim, hidden=256, activation="relu"):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        if len(self.image_shape) != 3 or self.image_shape[0] != 1 or self.image_shape[1] != self.image_shape[2]:
-            raise ValueError(f"ConvEncoder takes single-channel square images [1, S, S], got {list(image_shape)}")
-        plan, feat = _conv_plan(self.image_shape[1])
+        plan, feat = _conv_plan(self.image_shape, "ConvEncoder takes")
         act = _activation(activation)
         layers = []
         for c_in, c_out, k, s, p in plan:
@@ -151,14 +151,16 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """A linear layer then transposed convolutions mirroring :class:`ConvEncoder`."""
+    """A linear layer then transposed convolutions mirroring :class:`ConvEncoder`.
+
+    ``image_shape`` is the output's ``[C, S, S]``: the likelihood's parameters, e.g.
+    2 channels per image channel for a decoded scale (``params_per_channel``).
+    """
 
     def __init__(self, image_shape, latent_dim, hidden=256, activation="relu"):
         super().__init__()
         self.image_shape = tuple(image_shape)
-        if len(self.image_shape) != 3 or self.image_shape[0] != 1 or self.image_shape[1] != self.image_shape[2]:
-            raise ValueError(f"ConvDecoder makes single-channel square images [1, S, S], got {list(image_shape)}")
-        plan, feat = _conv_plan(self.image_shape[1])
+        plan, feat = _conv_plan(self.image_shape, "ConvDecoder makes")
         act = _activation(activation)
         layers = [nn.Linear(latent_dim, hidden), act(), nn.Linear(hidden, math.prod(feat)), act(),
                   nn.Unflatten(1, feat)]
@@ -208,12 +210,16 @@ class ContextEncoder(nn.Module):
 ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 
 
-def make_networks(arch, image_shape, latent_dim, hidden=None, activation="relu"):
-    """Build a matching (encoder, decoder) pair by name: ``"mlp"`` or ``"conv"``."""
+def make_networks(arch, image_shape, latent_dim, hidden=None, activation="relu", output_shape=None):
+    """Build a matching (encoder, decoder) pair by name: ``"mlp"`` or ``"conv"``.
+
+    The encoder reads ``image_shape``; the decoder outputs ``output_shape``
+    (default ``image_shape``), the shape of its likelihood's parameters.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown network architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     enc_cls, dec_cls = ARCHITECTURES[arch]
     kw = {"activation": activation}
     if hidden is not None:
         kw["hidden"] = tuple(hidden) if arch == "mlp" else int(hidden)
-    return enc_cls(image_shape, latent_dim, **kw), dec_cls(image_shape, latent_dim, **kw)
+    return enc_cls(image_shape, latent_dim, **kw), dec_cls(output_shape or image_shape, latent_dim, **kw)
