@@ -170,9 +170,12 @@ def _show(name, finding, scores):
 def main(argv=None):
     args = parse_args(argv)
     configs = _configs(args)
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {name: pool.submit(_train, cfg) for name, cfg in configs.items()}
-        timings = {name: future.result() for name, future in futures.items()}
+    if args.jobs == 1:
+        timings = {name: _train(cfg) for name, cfg in configs.items()}
+    else:  # one process per run, started fresh (spawn): each measures its own CPU time
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {name: pool.submit(_train, cfg) for name, cfg in configs.items()}
+            timings = {name: future.result() for name, future in futures.items()}
     results = {}
     for name, cfg in configs.items():
         results[name] = _analyse(cfg["out"], timings[name], args)

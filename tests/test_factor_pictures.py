@@ -194,3 +194,23 @@ def test_the_finding_rejects_a_single_turn_and_a_split_grass_colour():
     finding = example.rivers_finding(factor_latent_information(codes, table, NAMES))
     assert finding["grass"]["runner_up_mi"] == pytest.approx(finding["grass"]["mi"])
     assert not finding["grass"]["dominant"] and not finding["seed_claim_holds"]
+
+
+@pytest.mark.slow
+def test_the_rivers_example_runs_end_to_end(tmp_path):
+    """examples/rivers.py on a tiny budget: both runs get their metrics, finding and report (a minute or more)."""
+    example = load_example()
+    out = str(tmp_path / "rivers")
+    summary = example.main(["--out", out, "--num-train", "64", "--epochs", "1", "--val-size", "32", "--num-test", "32",
+                            "--metric-points", "200", "--jobs", "1"])
+    assert set(summary) == {"vae", "beta4-vae"}
+    for name, result in summary.items():
+        folder = os.path.join(out, name)
+        with open(os.path.join(folder, "report.html")) as f:
+            page = f.read()
+        for shown in ("latent_walk.png", "factor_latents.png", "The rivers finding", "Disentanglement scores"):
+            assert shown in page, (name, shown)
+        assert set(result["scores"]) == {"mig", "dci", "sap"}
+        training = result["finding"]["training"]
+        assert training["epochs"] == 1 and training["num_train"] == 64 and training["cpu_minutes"] > 0
+        assert training["beta"] == (4.0 if name == "beta4-vae" else 1.0)

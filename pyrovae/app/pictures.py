@@ -100,6 +100,9 @@ def factor_information(run, num_points=FACTOR_POINTS, site=None):
     The run's param store must be in scope (``with run.scope():``).
     """
     x, table, names = ground_truth_sample(run.cfg, num_points)
+    if tuple(x.shape[1:]) != tuple(run.data.event_shape):
+        raise ValueError(f"the {run.cfg['dataset']} images have shape {list(x.shape[1:])} but the run's data "
+                         f"{list(run.data.event_shape)}")
     x = x.to(run.device)
     site, codes = viz.latent_codes(run.guide, x, site)
     info = factor_latent_information(codes.double().cpu().numpy(), table, names)
@@ -210,7 +213,7 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10, num_fa
                     kl=kl)
         factor_pictures = [n for n in _FACTOR_PICTURES if n in wanted]
         if factor_pictures:
-            why = _attempt("the factor pictures", _factor_pictures, run, factor_pictures, num_factor_points, kl,
+            why = _attempt(" and ".join(factor_pictures), _factor_pictures, run, factor_pictures, num_factor_points, kl,
                            attempt, path)
             skipped.update({n: why for n in factor_pictures if why is not None})
     return {"pictures": drawn, "pictures_skipped": skipped}

@@ -608,9 +608,9 @@ def save_latent_walk(walk, path, names=("", ""), shape=None, title=None):
     fig = Figure(figsize=(max(4.5, steps * 0.9), max(4.5, rows * 0.9) + 0.4))
     ax = fig.subplots()
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(rows)], [f"{v:.2f}" for v in walk.values[0].tolist()],
+    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(rows)], [f"{v:.3g}" for v in walk.values[0].tolist()],
                   fontsize=7)
-    ax.set_xticks([2 + s * (w + 2) + w / 2 for s in range(steps)], [f"{v:.2f}" for v in walk.values[1].tolist()],
+    ax.set_xticks([2 + s * (w + 2) + w / 2 for s in range(steps)], [f"{v:.3g}" for v in walk.values[1].tolist()],
                   fontsize=7)
     labels = [f"{walk.site}[{d}]" + (f"  ({name})" if name else "") for d, name in zip(walk.dims, names)]
     ax.set_ylabel(labels[0], fontsize=9)
@@ -638,7 +638,7 @@ def save_factor_latents(info, path, site="z", kl=None, highlight=()):
     """
     share = info.mi / info.entropy.clip(min=1e-12)[None, :]
     names, (num_dims, num_factors) = info.factor_names, share.shape
-    fig = Figure(figsize=(1.2 + 0.55 * num_dims, 1.0 + 0.38 * num_factors))
+    fig = Figure(figsize=(1.2 + 0.55 * num_dims, 1.6 + 0.38 * num_factors))
     ax = fig.subplots()
     image = ax.imshow(share.T, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for k in range(num_factors):
