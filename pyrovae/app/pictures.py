@@ -5,16 +5,24 @@ mean to show, data that are not images) is skipped with a one-line warning
 naming why, and the others are still drawn. Pictures need image data
 ``[C, H, W]``, or flat data with ``image_shape`` in the run's configuration.
 All use the first ``num_points`` test data (dynamic binarization drawn once
-with the run's seed) and a random state forked from the global one.
+with the run's seed) and a random state forked from the global one, except
+the two pictures of a dataset drawn from known inputs (``shapes``, ``rivers``,
+dSprites): the factor-by-latent heat map and the latent walk read a fresh
+sample of ``num_factor_points`` data with their inputs
+(:func:`ground_truth_sample`, :func:`factor_information`).
 """
 
 import os
 import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pyrovae.app import viz
+from pyrovae.data import GROUND_TRUTH, SPLIT_SEED_OFFSETS, ground_truth, rivers
 from pyrovae.data.shapes import FACTOR_NAMES
+from pyrovae.evaluate.factors import factor_latent_information
 
 PICTURES = {  # file name -> caption, in the order shown
     "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
@@ -27,7 +35,18 @@ PICTURES = {  # file name -> caption, in the order shown
                           "inputs (shown at both ends).",
     "latent_scatter.png": "Guide means of test data in the two latent dimensions of largest KL, coloured "
                           "by label or ground-truth factor.",
+    "factor_latents.png": "Which dimension captured what: the plug-in mutual information I(z_j; v_k) of every "
+                          "latent dimension (guide means) with every input of the data, as a share of the "
+                          "input's entropy H(v_k), on a fresh sample of the data with its inputs; a row without "
+                          "a bright cell is an input no dimension captured. Outlined: the walked dimensions.",
+    "latent_walk.png": "Latent walk: two latent dimensions walked together from one input's guide means, each "
+                       "over the range (2% to 98% quantiles) its guide means take on the sample; they are the "
+                       "dimensions most informative about the inputs named on the axes.",
 }
+# the inputs whose dimensions the latent walk shows; other datasets: the two best captured
+WALK_FACTORS = {"rivers": ("grass", "net_curvature")}
+FACTOR_POINTS = 4000  # data with known inputs read by the factor pictures
+_FACTOR_PICTURES = ("factor_latents.png", "latent_walk.png")
 _FAILURES = (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError, IndexError)
 
 
@@ -42,6 +61,75 @@ def picture_shape(cfg, event_shape):
                      "(--image-shape C H W) for flat data")
 
 
+def ground_truth_sample(cfg, num):
+    """``num`` data of the run's dataset with their inputs: ``(x [num, C, H, W], table [num, F], names)``.
+
+    ``rivers``: pictures 0 .. num-1 of the test split's stream (seed + 20,011,
+    held out from training; the test split is their first ``num_test``), with the
+    14 columns of :meth:`~pyrovae.data.rivers.RiverInputs.table` -- every input,
+    the eight turns and the summaries net curvature and final heading.
+    ``shapes`` and dSprites: ``num`` draws from the factor grid (the test split's
+    seed), with the factor indices.
+    """
+    name, seed = cfg["dataset"], cfg.get("seed", 0) + SPLIT_SEED_OFFSETS[2]
+    if name not in GROUND_TRUTH:
+        raise ValueError(f"dataset {name!r} has no known inputs; expected one of {list(GROUND_TRUTH)}")
+    if name == "rivers":
+        images, _, inputs = rivers.load_split(num, seed)
+        table, names = inputs.table()
+        return torch.from_numpy(images).float().div_(255.0), table, names
+    truth = ground_truth(name, cfg.get("data_dir"))
+    factors, images = truth.sample(num, np.random.default_rng(seed))
+    return torch.as_tensor(images).float(), np.asarray(factors, dtype=np.float64), tuple(truth.factor_names)
+
+
+@dataclass
+class FactorReading:
+    """A run's codes read against the inputs of its data: ``x`` the sample, ``codes`` ``[N, D]`` the guide means
+    of latent ``site``, ``info`` their :class:`~pyrovae.evaluate.factors.FactorInformation` with the inputs."""
+
+    x: torch.Tensor
+    site: str
+    codes: torch.Tensor
+    info: object
+
+
+def factor_information(run, num_points=FACTOR_POINTS, site=None):
+    """:class:`FactorReading` of a reloaded run on :func:`ground_truth_sample` (``num_points`` data).
+
+    The run's param store must be in scope (``with run.scope():``).
+    """
+    x, table, names = ground_truth_sample(run.cfg, num_points)
+    if tuple(x.shape[1:]) != tuple(run.data.event_shape):
+        raise ValueError(f"the {run.cfg['dataset']} images have shape {list(x.shape[1:])} but the run's data "
+                         f"{list(run.data.event_shape)}")
+    x = x.to(run.device)
+    site, codes = viz.latent_codes(run.guide, x, site)
+    info = factor_latent_information(codes.double().cpu().numpy(), table, names)
+    return FactorReading(x, site, codes, info)
+
+
+def _factor_pictures(run, wanted, num_points, kl, attempt, path):
+    """Draw the factor-by-latent heat map and the latent walk of a run on data with known inputs."""
+    reading = factor_information(run, num_points)
+    info = reading.info
+    factors = WALK_FACTORS.get(run.cfg["dataset"]) or viz.best_captured_factors(info)
+    walked = viz.walk_dims(info, factors)
+    kl = kl if kl is not None and kl.site == reading.site else None
+    if "factor_latents.png" in wanted:
+        attempt("factor_latents.png", viz.save_factor_latents, info, path("factor_latents.png"), site=reading.site,
+                kl=kl, highlight=[(w["factor"], w["dim"]) for w in walked])
+    if "latent_walk.png" in wanted:
+        attempt("latent_walk.png", _save_walk, run, reading, walked, path("latent_walk.png"))
+
+
+def _save_walk(run, reading, walked, path):
+    walk = viz.latent_walk(run.model, run.guide, reading.x, [w["dim"] for w in walked], site=reading.site,
+                           codes=reading.codes)
+    names = [f"{w['factor']}: {w['mi']:.2f} nats, {100 * w['share']:.0f}% of H" for w in walked]
+    return viz.save_latent_walk(walk, path, names=names)
+
+
 def _attempt(name, fn, *args, **kwargs):
     try:
         fn(*args, **kwargs)
@@ -52,8 +140,12 @@ def _attempt(name, fn, *args, **kwargs):
         return reason
 
 
-def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
+def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10, num_factor_points=FACTOR_POINTS):
     """Draw the pictures of :data:`PICTURES` that the run folder lacks (all with ``overwrite``).
+
+    The factor-by-latent heat map and the latent walk are drawn for datasets
+    with known inputs only (:data:`pyrovae.data.GROUND_TRUTH`), from
+    ``num_factor_points`` data.
 
     Returns ``{"pictures": [names drawn], "pictures_skipped": {name: why}}``.
     The run's param store must be in scope (``with run.scope():``).
@@ -63,7 +155,8 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
     def path(name):
         return os.path.join(folder, name)
 
-    wanted = [n for n in PICTURES if overwrite or not os.path.exists(path(n))]
+    wanted = [n for n in PICTURES if (overwrite or not os.path.exists(path(n)))
+              and (n not in _FACTOR_PICTURES or cfg.get("dataset") in GROUND_TRUTH)]
     drawn, skipped = [], {}
 
     def attempt(name, fn, *args, **kwargs):
@@ -98,12 +191,12 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
         if "samples.png" in wanted:
             attempt("samples.png", _save_samples, run.model, x[:64], path("samples.png"), shape, **_rows(kwargs, 64))
         if kwargs:  # the latent pictures decode guide means with the data alone
-            for name in ("traversals.png", "interpolations.png", "latent_scatter.png"):
+            for name in ("traversals.png", "interpolations.png", "latent_scatter.png", *_FACTOR_PICTURES):
                 if name in wanted:
                     skipped[name] = "the pair takes keyword fields; latent pictures need it to take x alone"
             return {"pictures": drawn, "pictures_skipped": skipped}
         kl = None
-        if {"traversals.png", "latent_scatter.png"} & set(wanted):  # the dimensions' order, computed once
+        if {"traversals.png", "latent_scatter.png", "factor_latents.png"} & set(wanted):  # computed once
             try:
                 kl = viz.kl_per_dimension(run.model, run.guide, x)
             except _FAILURES as e:
@@ -118,6 +211,11 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10):
             attempt("latent_scatter.png", viz.save_latent_scatter, run.model, run.guide, x, labels,
                     path("latent_scatter.png"), label_names=None if labels is None else _label_names(cfg, labels),
                     kl=kl)
+        factor_pictures = [n for n in _FACTOR_PICTURES if n in wanted]
+        if factor_pictures:
+            why = _attempt(" and ".join(factor_pictures), _factor_pictures, run, factor_pictures, num_factor_points, kl,
+                           attempt, path)
+            skipped.update({n: why for n in factor_pictures if why is not None})
     return {"pictures": drawn, "pictures_skipped": skipped}
 
 
@@ -134,5 +232,7 @@ def _label_names(cfg, labels):
     if labels.dim() == 2:
         if cfg.get("dataset") == "shapes":
             return list(FACTOR_NAMES)
+        if cfg.get("dataset") == "rivers":
+            return list(rivers.FACTOR_NAMES)
         return [f"factor {i}" for i in range(labels.shape[1])]
     return ["class"]

@@ -3,7 +3,8 @@
 :func:`write_report` gathers what a run folder holds into ``report.html``: the
 configuration, the metrics that exist (``summary.json`` from ``pyrovae train``,
 ``evaluation.json`` from ``pyrovae evaluate``, ``disentanglement.json`` from
-``pyrovae metrics``, ``ppc/summary.json`` from ``pyrovae ppc``), every PNG in the
+``pyrovae metrics``, ``rivers_finding.json`` from ``examples/rivers.py``,
+``ppc/summary.json`` from ``pyrovae ppc``), every PNG in the
 folder and in ``ppc/``, and the posterior predictive p-values. Pictures are
 embedded as base64 ``data:`` URIs and the style sheet is inline, so the page
 makes no request of its own: it opens from disk, offline, and can be mailed as
@@ -24,6 +25,7 @@ METRIC_FILES = {  # file -> section title
     "summary.json": "Training summary (pyrovae train)",
     "evaluation.json": "Evaluation (pyrovae evaluate)",
     "disentanglement.json": "Disentanglement scores (pyrovae metrics)",
+    "rivers_finding.json": "The rivers finding: grass and curvature dimensions (examples/rivers.py)",
 }
 
 

@@ -1,5 +1,6 @@
 """Pictures of a trained pair: samples, reconstructions, latent traversals,
-interpolations, latent scatter plots and training curves.
+interpolations, latent scatter plots, training curves and, for data drawn from
+known inputs, a factor-by-latent heat map and a two-dimensional latent walk.
 
 Works for any pair whose data are images (or flat data with a given image
 shape). Samples are the mean of the model's observed site given z ~ p(z) (the
@@ -16,6 +17,14 @@ Latent dimensions are ranked by their KL term (:func:`kl_per_dimension`), the
 per-dimension view of the rate KL(q(z|x) || p(z)) used to find the dimensions a
 VAE actually uses (Burda et al. 2015, arXiv 1509.00519, "active units";
 Higgins et al. 2017, beta-VAE, for traversals ordered this way).
+
+For data whose inputs are known (``shapes``, ``rivers``, dSprites), the
+dimensions are read against the inputs instead: :func:`save_factor_latents`
+shows the mutual information of every dimension with every input
+(:mod:`pyrovae.evaluate.factors`), and :func:`latent_walk` decodes a grid that
+walks two dimensions together -- those most informative about two chosen
+inputs (:func:`walk_dims`), as in the rivers example's walk of the grass colour
+against the river's net curvature.
 """
 
 import json
@@ -24,6 +33,7 @@ import os
 from dataclasses import dataclass
 
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 import pyro
 import torch
@@ -476,4 +486,177 @@ def save_training_curves(metrics, path):
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=90, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Ground-truth inputs against latent dimensions: the factor-by-latent picture and the latent walk
+
+@torch.no_grad()
+def latent_codes(guide, x, site=None, batch_size=500):
+    """Guide means E_q[z | x] of latent ``site`` (default: the guide's first), flattened: ``(site, [N, D])``.
+
+    The guide runs on ``batch_size`` data at a time under :class:`~pyrovae.infer.predictive.AtMean`
+    (:func:`guide_means`), so the codes are deterministic.
+    """
+    _check_batch(x)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    name, parts = site, []
+    for start in range(0, x.shape[0], batch_size):
+        means = guide_means(guide, x[start:start + batch_size])
+        name = _pick_site(means, name)
+        parts.append(means[name].reshape(means[name].shape[0], -1))
+    return name, torch.cat(parts)
+
+
+def walk_dims(info, factors):
+    """The latent dimension to walk for each input in ``factors``: its most informative one, all distinct.
+
+    ``info`` is a :class:`~pyrovae.evaluate.factors.FactorInformation`. Inputs are
+    served in order; an input whose most informative dimension an earlier input
+    took gets its most informative free one. Returns ``[{"factor", "dim", "mi",
+    "share"}]`` with ``mi`` = I(z_dim; v) in nats and ``share`` = I(z_dim; v) / H(v).
+    """
+    factors = list(factors)
+    if len(factors) > info.mi.shape[0]:
+        raise ValueError(f"{len(factors)} inputs {factors} need as many latent dimensions; the code has "
+                         f"{info.mi.shape[0]}")
+    taken, out = set(), []
+    for name in factors:
+        k = info.column(name)
+        free = [d for d in sorted(range(info.mi.shape[0]), key=lambda d: -info.mi[d, k]) if d not in taken]
+        dim = free[0]
+        taken.add(dim)
+        h = info.entropy[k]
+        out.append({"factor": name, "dim": int(dim), "mi": float(info.mi[dim, k]),
+                    "share": float(info.mi[dim, k] / h) if h > 0 else 0.0})
+    return out
+
+
+def best_captured_factors(info, count=2):
+    """The ``count`` inputs whose most informative dimension carries the largest share I(z; v) / H(v) of them."""
+    share = info.mi / info.entropy.clip(min=1e-12)
+    order = sorted(range(len(info.factor_names)), key=lambda k: -share[:, k].max())
+    return [info.factor_names[k] for k in order[:count]]
+
+
+@dataclass
+class LatentWalk:
+    """``images[r, s]`` decodes the base code with ``dims[0]`` set to ``values[0][r]`` and ``dims[1]`` to
+    ``values[1][s]`` (latent ``site``; every other coordinate and site at the base input's guide means)."""
+
+    images: torch.Tensor
+    dims: tuple
+    values: tuple
+    site: str
+
+
+@torch.no_grad()
+def latent_walk(model, guide, x, dims, site=None, num_steps=7, quantiles=(0.02, 0.98), base_index=0, codes=None,
+                obs_site="x"):
+    """Walk two latent dimensions together: a ``num_steps`` x ``num_steps`` grid of decoded codes.
+
+    The start is the guide means E_q[z | x_b] of ``x[base_index]`` (every latent
+    site). Dimension ``dims[0]`` sweeps the rows and ``dims[1]`` the columns, each
+    over ``num_steps`` evenly spaced values between the ``quantiles`` of its guide
+    means over the batch ``x`` -- the range the data's codes occupy, so a
+    dimension the data barely move barely moves the pictures. The grid is decoded
+    by :func:`decode_means`. ``codes`` ``[N, D]`` are the batch's flattened guide
+    means of ``site`` when already computed (:func:`latent_codes`).
+    """
+    _check_batch(x)
+    dims = tuple(int(d) for d in dims)
+    if len(dims) != 2 or dims[0] == dims[1]:
+        raise ValueError(f"a latent walk takes two different dimensions, got {list(dims)}")
+    if num_steps < 2:
+        raise ValueError(f"num_steps must be >= 2, got {num_steps}")
+    low, high = quantiles
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"quantiles must be (low, high) with 0 <= low < high <= 1, got {quantiles}")
+    if not 0 <= base_index < x.shape[0]:
+        raise ValueError(f"base_index {base_index} is outside the batch of {x.shape[0]}")
+    if codes is None:
+        site, codes = latent_codes(guide, x, site)
+    if codes.shape[0] != x.shape[0]:
+        raise ValueError(f"codes hold {codes.shape[0]} data but x holds {x.shape[0]}")
+    for d in dims:
+        if not 0 <= d < codes.shape[1]:
+            raise ValueError(f"dimension {d} is outside the latent site's {codes.shape[1]} dimensions")
+    means = guide_means(guide, x[base_index:base_index + 1])
+    site = _pick_site(means, site)
+    edges = torch.quantile(codes[:, list(dims)].double(), torch.tensor([low, high], dtype=torch.float64), dim=0)
+    steps = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    values = tuple((edges[0, i] + steps * (edges[1, i] - edges[0, i])).to(codes.dtype) for i in range(2))
+    n = num_steps * num_steps
+    latents = {name: m.expand(n, *m.shape[1:]).clone() for name, m in means.items()}
+    z = latents[site].reshape(n, -1)
+    z[:, dims[0]] = values[0].to(z).repeat_interleave(num_steps)
+    z[:, dims[1]] = values[1].to(z).repeat(num_steps)
+    latents[site] = z.reshape(latents[site].shape)
+    images = decode_means(model, latents, x[base_index:base_index + 1].expand(n, *x.shape[1:]), obs_site)
+    return LatentWalk(images.reshape(num_steps, num_steps, *images.shape[1:]), dims, values, site)
+
+
+def save_latent_walk(walk, path, names=("", ""), shape=None, title=None):
+    """Save a :class:`LatentWalk` as a PNG: rows walk ``dims[0]``, columns ``dims[1]``, axes labelled with
+    ``names`` (what each dimension follows) and the values walked."""
+    images = as_images(walk.images, shape)
+    rows, steps = images.shape[:2]
+    grid = image_grid(images.reshape(rows * steps, *images.shape[2:]), nrow=steps)
+    h, w = images.shape[-2:]
+    fig = Figure(figsize=(max(4.5, steps * 0.9), max(4.5, rows * 0.9) + 0.4))
+    ax = fig.subplots()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(rows)], [f"{v:.3g}" for v in walk.values[0].tolist()],
+                  fontsize=7)
+    ax.set_xticks([2 + s * (w + 2) + w / 2 for s in range(steps)], [f"{v:.3g}" for v in walk.values[1].tolist()],
+                  fontsize=7)
+    labels = [f"{walk.site}[{d}]" + (f"  ({name})" if name else "") for d, name in zip(walk.dims, names)]
+    ax.set_ylabel(labels[0], fontsize=9)
+    ax.set_xlabel(labels[1], fontsize=9)
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title or f"latent walk of {walk.site}[{walk.dims[0]}] (rows) and {walk.site}[{walk.dims[1]}] "
+                 "(columns)", fontsize=9, pad=28)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def save_factor_latents(info, path, site="z", kl=None, highlight=()):
+    """Heat map of I(z_j; v_k) / H(v_k): every latent dimension (columns) against every input (rows).
+
+    ``info`` is a :class:`~pyrovae.evaluate.factors.FactorInformation` (plug-in
+    MI, MIG's binning). A cell is the share of the input's entropy that the
+    dimension carries, from 0 (nothing) to 1 (the dimension determines the
+    discretised input); a row without a bright cell is an input no dimension
+    captured. ``kl`` (a :class:`LatentKL` of the same site) adds each
+    dimension's KL to its label; ``highlight`` is ``[(input name, dim)]`` cells
+    to outline.
+    """
+    share = info.mi / info.entropy.clip(min=1e-12)[None, :]
+    names, (num_dims, num_factors) = info.factor_names, share.shape
+    fig = Figure(figsize=(1.2 + 0.55 * num_dims, 1.6 + 0.38 * num_factors))
+    ax = fig.subplots()
+    image = ax.imshow(share.T, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for k in range(num_factors):
+        for j in range(num_dims):
+            value = share[j, k]
+            ax.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=6.5,
+                    color="black" if value > 0.6 else "white")
+    for name, dim in highlight:
+        k = info.column(name)
+        ax.add_patch(Rectangle((dim - 0.5, k - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    labels = [f"{site}[{j}]" for j in range(num_dims)]
+    if kl is not None and kl.values.numel() == num_dims:
+        labels = [f"{label}\n{float(v):.1f}" for label, v in zip(labels, kl.values)]
+    ax.set_xticks(range(num_dims), labels, fontsize=7)
+    ax.set_yticks(range(num_factors), [f"{n}  (H {h:.2f})" for n, h in zip(names, info.entropy)], fontsize=7)
+    ax.set_xlabel(f"latent dimension{'  (KL in nats below)' if kl is not None else ''}", fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="I(z_j; v_k) / H(v_k)")
+    ax.set_title(f"share of each input's entropy carried by each dimension (plug-in, N = {info.num_points})",
+                 fontsize=9)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
