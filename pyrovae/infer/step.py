@@ -3,10 +3,15 @@
 An eager step runs the pair through Pyro's effect handlers every time; on a
 small network that Python work costs as much as the network itself (see
 BENCHMARKS.md). A recorded step runs the pair once per *key* under ``make_fx``
-to record the forward *and* backward pass (``torch.func.grad``) as one graph of
-ATen ops, then replays that graph: Pyro, the distributions and the autograd
-engine leave the hot path, and random draws stay random because the graph
-holds the sampling ops themselves.
+to record the forward *and* backward pass (``torch.autograd.grad``, traced
+through the autograd engine) as one graph of ATen ops, then replays that graph:
+Pyro, the distributions and the autograd engine leave the hot path, and random
+draws stay random because the graph holds the sampling ops themselves. The
+backward comes from the autograd engine, not ``torch.func.grad``: functorch's
+grad transform decomposes some fused ops before they are recorded
+(``binary_cross_entropy_with_logits``, the Bernoulli likelihood, becomes about
+a dozen elementwise passes over the decoder's output), where the engine keeps
+each op and its own derivative formula, as an eager step runs them.
 
 The graph's inputs are every trained tensor wherever the pair keeps it -- the
 parameters of its ``nn.Module`` s, ``PyroModule`` parameters (``PyroParam``),
@@ -43,7 +48,6 @@ import warnings
 import pyro
 import torch
 from torch import nn
-from torch.func import grad
 
 from pyrovae.infer.trace import forked_rng
 
@@ -209,20 +213,20 @@ class StepFunction:
         x, kwargs = data[0], {**batch_layout, **dict(zip(sorted(k for k, v in batch_layout.items() if v is not None),
                                                           data[1:]))}
         objective = self.objective
-
-        def loss_fn(params):
-            undo = self._slots.swap(params, buffers)
-            saved = objective.state
-            objective.state = state
-            try:
-                return objective.loss(self.module.model, self.module.guide, x, **kwargs)
-            finally:
-                objective.state = saved
-                self._slots.restore(undo)
-
-        grads, stats = grad(loss_fn, has_aux=True)(tuple(flat[:n_p]))
+        params = tuple(p.detach().requires_grad_() for p in flat[:n_p])
+        undo = self._slots.swap(params, buffers)
+        saved = objective.state
+        objective.state = state
+        try:
+            with torch.enable_grad():
+                loss, stats = objective.loss(self.module.model, self.module.guide, x, **kwargs)
+        finally:
+            objective.state = saved
+            self._slots.restore(undo)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         self._stat_names = list(stats)
-        return (*grads, *stats.values())
+        return (*grads, *(v.detach() for v in stats.values()))
 
     def _record_and_check(self, batch, entry):
         """Record (unless ``entry`` holds a graph to verify), check against an eager step, time both.
