@@ -31,9 +31,13 @@ each epoch (:meth:`StepFunction.recheck`). When recording fails or the check
 fails, the step falls back to eager with one warning naming the cause:
 value-dependent control flow, a step that updates a buffer in place (batch
 norm's running statistics) or writes the param store (a decaying-average
-baseline), or the recording error itself. Finally the recorded and the eager
-step are timed on the first batch of a key and the faster is kept (recording
-can split fused kernels).
+baseline), or the recording error itself. With ``timed=True`` the recorded
+and the eager step are also timed on the first batch of a key (and again at
+each recheck) and the faster is kept. That is off by default: the choice is
+made on wall-clock times of a few steps, so where the two are within ~10% of
+each other it is a coin toss on a busy machine, and a run whose epochs switch
+between graph and eager loses bitwise reproducibility (the two round
+differently), e.g. a resumed run no longer equals an uninterrupted one.
 
 Modes: ``"eager"``; ``"graph"`` (the default: the recorded graph replayed by
 TorchScript's executor, or by the FX interpreter if TorchScript is
@@ -139,11 +143,12 @@ class StepFunction:
 
     ``module`` is ``objective(model, guide)``; ``params`` the tensors the
     optimizer updates (module parameters and param-store parameters).
-    ``timed=False`` replays the recorded graph even where the eager step is
-    faster (for tests of the graph itself).
+    ``timed=True`` times the recorded graph against the eager step on the
+    first batch of each key and keeps the faster (see the module doc for why
+    it is off by default).
     """
 
-    def __init__(self, module, params, mode="graph", timed=True):
+    def __init__(self, module, params, mode="graph", timed=False):
         if mode not in MODES:
             raise ValueError(f"unknown step mode {mode!r}; expected one of {MODES}")
         self.module = module
