@@ -107,3 +107,24 @@ def test_dynamic_binarization_redraws_static_does_not():
     static = Split(grey, binarize="static", seed=1)
     assert torch.equal(next(static.batches(64, g)).x, next(static.batches(64, g)).x)
     assert 0.4 < static.data.mean() < 0.6
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_conditioning_on_labels_keeps_the_binarization(tmp_path, binarize):
+    """``condition_on="labels"`` rebuilds the splits with a ``y`` field; the images stay binarized as asked."""
+    rng = np.random.default_rng(2)
+    for stem, n in (("train", 60), ("t10k", 20)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=n))
+    plain = load_dataset("mnist", str(tmp_path), binarize=binarize, val_size=10)
+    data = load_dataset("mnist", str(tmp_path), binarize=binarize, val_size=10, condition_on="labels",
+                        num_labelled=20)
+    g = torch.Generator().manual_seed(0)
+    for split, reference in ((data.train, plain.train), (data.test, plain.test)):
+        x = torch.cat([b.x for b in split.batches(16, g)])
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+        if binarize == "dynamic":
+            assert split.binarize == "dynamic"
+        else:
+            assert torch.equal(split.data, reference.data)  # the draw made once, kept
+        assert torch.equal(split.fixed(3).data, reference.fixed(3).data)
