@@ -7,10 +7,16 @@
   2014 ("Semi-supervised learning with deep generative models", arXiv 1406.5298,
   section 2.2): p(y) = Cat(1/C), p(z) = N(0, I), p(x | y, z). A batch with labels
   observes y; a batch without (``y=None``) leaves y latent, for the guide to
-  enumerate. For labelled data the model also scores alpha * log q(y | x) with
-  the guide's classifier (the paper's eq. 9 objective, alpha = 0.1 N in its
-  experiments), so that the classifier learns from the labels directly; that
-  term is part of the training bound the run reports for labelled batches.
+  enumerate. While training, the model also scores ``alpha * log q(y | x)`` for
+  each labelled datum with the guide's classifier, so that the classifier learns
+  from the labels directly: the paper's eq. 9,
+  J^a = sum_labelled L(x, y) + sum_unlabelled U(x) + a E_labelled[-log q(y | x)]
+  with a = 0.1 N, puts the weight ``alpha = a / N_l = 0.1 N / N_l`` on each of
+  the N_l labelled data among N (the authors' code: ``beta = alpha * n_tot /
+  n_labeled``). The term belongs to the training objective only (the module in
+  train mode; it is in the training bound a run reports): in eval mode -- the
+  validation and test ELBO, the log-likelihood -- a labelled datum is scored by
+  the bound L(x, y) <= log p(x, y) alone.
 
 Labels are class indices ``[B]`` (int64); inside the programs they are one-hot
 rows of ``torch.eye(C)`` (indexing, so no value-dependent check: the SVI step
@@ -55,7 +61,8 @@ class ConditionalVAE(nn.Module):
 
 class SemiSupervisedVAE(nn.Module):
     """``model(x, y=None)``: the M2 model (module doc). ``classifier`` is the guide's q(y | x) network, held by
-    reference (the guide owns it) for the labelled-data term; ``alpha`` weighs that term."""
+    reference (the guide owns it) for the labelled-data term; ``alpha`` weighs that term per labelled datum
+    (0.1 N / N_l in the paper) while the module trains."""
 
     def __init__(self, decoder, likelihood, latent_dim, num_classes, classifier, alpha=1.0):
         super().__init__()
@@ -70,6 +77,6 @@ class SemiSupervisedVAE(nn.Module):
             y_hot = pyro.sample("y", prior_y, obs=None if y is None else one_hot(y, c, x))
             z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
             pyro.sample("x", self.likelihood(self.decoder(_join(z, y_hot))), obs=x)
-            if y is not None and self.alpha:
+            if y is not None and self.alpha and self.training:
                 q_y = dist.OneHotCategorical(logits=self._classifier[0](x))
                 pyro.factor("classification", self.alpha * q_y.log_prob(y_hot))

@@ -107,3 +107,69 @@ def test_dynamic_binarization_redraws_static_does_not():
     static = Split(grey, binarize="static", seed=1)
     assert torch.equal(next(static.batches(64, g)).x, next(static.batches(64, g)).x)
     assert 0.4 < static.data.mean() < 0.6
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_conditioning_on_labels_keeps_the_binarization(tmp_path, binarize):
+    """``condition_on="labels"`` rebuilds the splits with a ``y`` field; the images stay binarized as asked."""
+    rng = np.random.default_rng(2)
+    for stem, n in (("train", 60), ("t10k", 20)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, size=n))
+    plain = load_dataset("mnist", str(tmp_path), binarize=binarize, val_size=10)
+    data = load_dataset("mnist", str(tmp_path), binarize=binarize, val_size=10, condition_on="labels",
+                        num_labelled=20)
+    g = torch.Generator().manual_seed(0)
+    for split, reference in ((data.train, plain.train), (data.test, plain.test)):
+        x = torch.cat([b.x for b in split.batches(16, g)])
+        assert set(x.unique().tolist()) == {0.0, 1.0}
+        if binarize == "dynamic":
+            assert split.binarize == "dynamic"
+        else:
+            assert torch.equal(split.data, reference.data)  # the draw made once, kept
+        assert torch.equal(split.fixed(3).data, reference.fixed(3).data)
+
+
+def _labelled_split(n, num_labelled):
+    present = torch.zeros(n, dtype=torch.bool)
+    present[torch.randperm(n, generator=torch.Generator().manual_seed(1))[:num_labelled]] = True
+    return Split({"x": torch.rand(n, 3), "y": torch.arange(n) % 10}, present={"y": present})
+
+
+@pytest.mark.parametrize("num_labelled, per_datum", [(10, {1}), (25, {1}), (3, {3, 4})])
+def test_mixed_batches_hold_every_group_in_every_step(num_labelled, per_datum):
+    """1000 data, batch 100: 10 steps, each with a part of each group; the unlabelled data once per epoch, a
+    labelled group smaller than the number of steps cycled (each datum 3 or 4 times for 3 labels)."""
+    split = _labelled_split(1000, num_labelled)
+    steps = split.mixed_batch_indices(100, torch.Generator().manual_seed(0))
+    assert len(steps) == 10
+    unlabelled, labelled = [], []
+    for (u_rows, u_weight), (l_rows, l_weight) in steps:
+        assert not split.present["y"][u_rows].any() and split.present["y"][l_rows].all() and len(l_rows) >= 1
+        assert (u_weight, l_weight) == ((1000 - num_labelled) / 1000, num_labelled / 1000)
+        assert split.materialize(l_rows).kwargs["y"] is not None and split.materialize(u_rows).kwargs["y"] is None
+        unlabelled += u_rows.tolist()
+        labelled += l_rows.tolist()
+    assert sorted(unlabelled) == torch.nonzero(~split.present["y"]).squeeze(1).tolist()
+    counts = torch.bincount(torch.tensor(labelled), minlength=1000)[split.present["y"]]
+    assert set(counts.tolist()) == per_datum
+
+
+def test_mixed_batches_estimate_the_mean_over_all_data_without_bias():
+    """sum_g (N_g / N) * mean over the step's part of group g, averaged over steps of many epochs, meets the
+    mean of a per-datum value over all data within 4 standard errors (the estimates' own spread)."""
+    split = _labelled_split(200, 7)
+    value = torch.linspace(-3.0, 5.0, 200) ** 2 + 10.0 * split.present["y"]  # the labelled data differ
+    g = torch.Generator().manual_seed(0)
+    estimates = torch.tensor([sum(w * float(value[rows].mean()) for rows, w in step)
+                              for _ in range(300) for step in split.mixed_batch_indices(32, g)])
+    standard_error = float(estimates.std()) / len(estimates) ** 0.5
+    assert abs(float(estimates.mean()) - float(value.mean())) < 4 * standard_error
+    assert standard_error < 0.05  # a bias above about 0.1 fails; leaving out the labelled part would be 0.35
+
+
+def test_mixed_batches_without_optional_fields_are_plain_batches():
+    split = Split(torch.rand(250, 2))
+    steps = split.mixed_batch_indices(100, torch.Generator().manual_seed(0))
+    assert [len(step) for step in steps] == [1, 1] and all(step[0][1] == 1.0 for step in steps)
+    assert sorted(torch.cat([step[0][0] for step in steps]).tolist()) == list(range(250))

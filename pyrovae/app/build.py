@@ -328,7 +328,11 @@ def _conditional_pair(cfg, train):
 
 
 def _semi_supervised_pair(cfg, train):
-    """Kingma et al. 2014's M2: q(y | x) q(z | x, y), p(y) p(z) p(x | y, z); alpha = 0.1 N (the paper's)."""
+    """Kingma et al. 2014's M2: q(y | x) q(z | x, y), p(y) p(z) p(x | y, z).
+
+    The classification term weighs each labelled datum's log q(y | x) by 0.1 N / N_l (the paper's alpha = 0.1 N
+    on the mean over the N_l labelled data of N; see :mod:`pyrovae.models.conditional`).
+    """
     from pyrovae.guides import SemiSupervisedGuide
     from pyrovae.models import SemiSupervisedVAE
 
@@ -340,7 +344,9 @@ def _semi_supervised_pair(cfg, train):
     encoder = ConditionalGaussian([shape, (c,)], dims[0], hidden, act)
     likelihood = _likelihood(cfg, train, shape)
     decoder = MLPDecoder(_output_shape(likelihood, shape), dims[0] + c, hidden, act)
-    alpha = 0.1 * len(train)
+    present = train.present.get("y")
+    num_labelled = len(train) if present is None else int(present.sum())
+    alpha = 0.1 * len(train) / num_labelled
     model = SemiSupervisedVAE(decoder, likelihood, dims[0], c, classifier, alpha=alpha)
     return model, SemiSupervisedGuide(classifier, encoder, c)
 

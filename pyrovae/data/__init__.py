@@ -140,9 +140,10 @@ def _conditioned(data, condition_on, num_labelled, seed):
     if condition_on != "labels":
         raise ValueError(f"condition_on must be 'labels' or None, got {condition_on!r}")
 
-    def with_labels(split, present=None):
+    def with_labels(split, present=None):  # keeps a dynamic binarization (a static one is drawn already)
         y = classes(split).long()
-        return Split({"x": split.data, "y": y}, split.labels, present=None if present is None else {"y": present})
+        return Split({"x": split.data, "y": y}, split.labels, "dynamic" if split.binarize == "dynamic" else None,
+                     present=None if present is None else {"y": present})
 
     present = None
     if num_labelled is not None:

@@ -16,6 +16,15 @@ it are shuffled and cut into batches separately, and the batches of both
 groups are interleaved in a random order; a batch without the field passes
 ``y=None`` (the usual Pyro convention for "latent here").
 
+With few data in one group (100 labelled images among 50,000) that group is
+one batch per epoch, and its gradient reaches the optimizer once every few
+hundred steps. :meth:`Split.mixed_batch_indices` gives the minibatches of
+Kingma et al. 2014 (arXiv 1406.5298) instead: every step holds a part of every
+group, each part's mean loss weighted by its group's share ``N_g / N``, so that
+the step's loss is an unbiased estimate of the mean loss over all N data; the
+SVI step then sums the parts' weighted gradients (one pair call per part, as
+the parts pass different keyword fields).
+
 ``labels`` are not passed to the pair: they colour pictures and carry the
 ground-truth factors of a dataset (metrics); name them in the fields to
 condition on them.
@@ -131,6 +140,33 @@ class Split:
         if shuffle and len(groups) > 1:
             cuts = [cuts[i] for i in torch.randperm(len(cuts), generator=generator).tolist()]
         return cuts
+
+    def mixed_batch_indices(self, batch_size, generator=None):
+        """One epoch of steps that each take rows of every group: ``[[(rows, weight), ...] per step]``.
+
+        The epoch has M = max(1, round(N / batch_size)) steps. A group of N_g >= M
+        data is shuffled and cut into M parts (sizes differing by at most one: each
+        datum once per epoch); a smaller group gives one datum per step, drawn from
+        fresh shuffles of the group one after another (each datum M / N_g times per
+        epoch, give or take one). ``weight`` = N_g / N: the sum over a step's parts of
+        weight * (mean loss over the part's rows) estimates (1/N) sum_i loss_i without
+        bias, whatever the group sizes (Kingma et al. 2014's minibatches hold N_l / M
+        labelled and N_u / M unlabelled data). Without optional fields every step is
+        one part of weight 1.
+        """
+        n = len(self)
+        steps = max(1, round(n / batch_size))
+        columns = []
+        for rows in self._groups():
+            if len(rows) >= steps:
+                shuffled = rows[torch.randperm(len(rows), generator=generator)]
+                parts = list(torch.tensor_split(shuffled, steps))
+            else:
+                passes = -(-steps // len(rows))
+                cycled = torch.cat([rows[torch.randperm(len(rows), generator=generator)] for _ in range(passes)])
+                parts = list(cycled[:steps].unsqueeze(1))
+            columns.append([(part, len(rows) / n) for part in parts])
+        return [list(step) for step in zip(*columns)]
 
     def _groups(self):
         n = len(self)
