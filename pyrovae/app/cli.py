@@ -6,10 +6,10 @@ folder. A mistake in the input -- an option, a file, a run folder, a pair -- is
 one line on stderr and exit status 2 (a diverged training run: 3); ``--debug``
 (or ``PYROVAE_DEBUG=1``) shows the traceback instead.
 
-Under ``torchrun`` (``torchrun --nproc-per-node=N -m pyrovae train ...``) every
-command but ``report`` runs data-parallel (:mod:`pyrovae.infer.distributed`):
-the ranks share the work, rank 0 alone writes files and prints, and an error
-is printed once.
+Under ``torchrun`` (``torchrun --nproc-per-node=N -m pyrovae train ...``) the
+commands run data-parallel (:mod:`pyrovae.infer.distributed`): the ranks share
+the work (``report`` leaves it to rank 0), rank 0 alone writes files and
+prints, and an error is printed once.
 """
 
 import argparse
@@ -185,7 +185,14 @@ def cmd_report(args):
     from pyrovae.app.runs import load_run
 
     run = load_run(args.run) if args.pictures else None
-    print(f"report: {write_report(args.run, out=args.out, run=run, pictures=args.pictures)}")
+
+    def write():
+        with distributed.local():  # rank 0 draws the missing pictures alone
+            return write_report(args.run, out=args.out, run=run, pictures=args.pictures)
+
+    path = distributed.current().on_main(write)
+    if distributed.current().is_main:
+        print(f"report: {path}")
 
 
 def _positive(text):
@@ -263,8 +270,7 @@ def main(argv=None):
     debug = args.debug or os.environ.get("PYROVAE_DEBUG") == "1"
     world = distributed.current()
     try:
-        if args.command != "report":  # report writes one file: it runs on one process
-            world = distributed.init(getattr(args, "device", None) or "cpu")
+        world = distributed.init(getattr(args, "device", None) or "cpu")
         args.func(args)
     except KeyboardInterrupt:
         print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
