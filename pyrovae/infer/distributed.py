@@ -140,16 +140,26 @@ class World:
         gradient of the global batch's mean loss (Goyal et al. 2017, arXiv
         1706.02677, section 3). A rank with ``share`` 0 adds exact zeros. A
         parameter keeps ``grad=None`` when no rank gave it a gradient (as
-        ``backward`` leaves an unused parameter). Returns the averaged stats as
-        0-dim float64 tensors; everything is identical on every rank afterwards.
+        ``backward`` leaves an unused parameter). The gradients are reduced in
+        one flat buffer per dtype and become views of it. Returns the averaged
+        stats as 0-dim float64 tensors; everything is identical on every rank.
         """
-        has_grad = torch.tensor([float(p.grad is not None) for p in params], dtype=torch.float64)
-        grads = [p.grad.mul(share) if p.grad is not None and share else torch.zeros_like(p) for p in params]
-        values = torch.tensor([float(v) * share if share else 0.0 for v in stats.values()], dtype=torch.float64)
-        self.all_reduce_tensors([*grads, has_grad, values])
-        for p, g, used in zip(params, grads, has_grad.tolist()):
-            p.grad = g if used else None
-        return dict(zip(stats, values.unbind()))
+        used = [p.grad is not None and share > 0 for p in params]
+        device, by_dtype, grads = _collective_device(), {}, [None] * len(params)
+        for i, p in enumerate(params):
+            by_dtype.setdefault(p.dtype, []).append(i)
+        for indices in by_dtype.values():
+            flat = torch.cat([(params[i].grad if used[i] else torch.zeros_like(params[i])).reshape(-1)
+                              for i in indices]).to(device)
+            dist.all_reduce(flat.mul_(share))
+            for i, part in zip(indices, flat.split([params[i].numel() for i in indices])):
+                grads[i] = part.view_as(params[i]).to(params[i].device)
+        small = torch.tensor([*map(float, used), *(float(v) * share if share else 0.0 for v in stats.values())],
+                             dtype=torch.float64)
+        self.all_reduce_tensors([small])
+        for p, g, any_rank in zip(params, grads, small[:len(params)].tolist()):
+            p.grad = g if any_rank else None
+        return dict(zip(stats, small[len(params):].unbind()))
 
 
 def _collective_device():
