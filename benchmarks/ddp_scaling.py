@@ -9,11 +9,12 @@ records the step graph). Evaluation: ``log_likelihood`` with K=5000 of the
 untrained MLP VAE on ``--eval-num-test`` test images in batches of
 ``--eval-batch-size`` (the work units divided among the ranks), timed from a
 common start to the gathered result. Speedup = rate(R) / rate(1) (evaluation:
-seconds(1) / seconds(R)); efficiency = speedup / R. The load average of the
-machine (``os.getloadavg``) is printed before and after: on a shared machine
-other jobs take cores from the ranks.
+seconds(1) / seconds(R)); efficiency = speedup / R. Each configuration runs
+``--repeats`` times, the rank counts interleaved, and the median is kept (every
+run is listed). The load average of the machine (``os.getloadavg``) is printed
+before and after: on a shared machine other jobs take cores from the ranks.
 
-    OMP_NUM_THREADS=1 python benchmarks/ddp_scaling.py [--ranks 1 2] [--archs mlp conv] [--epochs 3]
+    OMP_NUM_THREADS=1 python benchmarks/ddp_scaling.py [--ranks 1 2] [--archs mlp conv] [--repeats 2]
 """
 
 import argparse
@@ -91,6 +92,19 @@ def worker(args):
     distributed.shutdown()
 
 
+def _repeated(args, key, *worker_args):
+    """``{ranks: rank 0's result of the median run by key, with every run's key under "runs"}``."""
+    results = {r: [] for r in args.ranks}
+    for _ in range(args.repeats):
+        for r in args.ranks:
+            results[r].append(_launch(r, *worker_args))
+    out = {}
+    for r, runs in results.items():
+        ordered = sorted(runs, key=lambda row: row[key])
+        out[r] = {**ordered[(len(ordered) - 1) // 2], "runs": [row[key] for row in runs]}
+    return out
+
+
 def main(args):
     import torch
 
@@ -101,12 +115,12 @@ def main(args):
               str(args.batch_size), "--epochs", str(args.epochs), "--eval-num-test", str(args.eval_num_test),
               "--eval-batch-size", str(args.eval_batch_size), "--iw-samples", str(args.iw_samples)]
     for arch in args.archs:
-        runs = {r: _launch(r, "train", "--arch", arch, *common) for r in args.ranks}
+        runs = _repeated(args, "examples_per_s", "train", "--arch", arch, *common)
         base = runs[args.ranks[0]]["examples_per_s"] * args.ranks[0]
         rows["train"][arch] = {str(r): {**out, "speedup": out["examples_per_s"] / base,
                                         "efficiency": out["examples_per_s"] / base / r} for r, out in runs.items()}
     if args.iw_samples:
-        runs = {r: _launch(r, "evaluate", *common) for r in args.ranks}
+        runs = _repeated(args, "seconds", "evaluate", *common)
         base = runs[args.ranks[0]]["seconds"] / args.ranks[0]
         rows["evaluate"] = {str(r): {**out, "speedup": base / out["seconds"], "efficiency": base / out["seconds"] / r}
                             for r, out in runs.items()}
@@ -126,6 +140,7 @@ if __name__ == "__main__":
     parser.add_argument("--eval-num-test", type=int, default=40)
     parser.add_argument("--eval-batch-size", type=int, default=10)
     parser.add_argument("--iw-samples", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--worker", choices=["train", "evaluate"], default=None, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
     worker(parsed) if parsed.worker else main(parsed)

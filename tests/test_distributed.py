@@ -38,8 +38,8 @@ from pyrovae.infer.svi import SVIRun, evaluate_elbo
 from conftest import small_pair
 
 # what the ranks import, loaded once by the fork server (Python 3.11's server cannot see tests/ on its path)
-mp.set_forkserver_preload(["pytest", "pyrovae.app.cli", "pyrovae.app.runs", "pyrovae.app.report", "pyrovae.evaluate.ppc",
-                           "pyrovae.evaluate.disentangle", "pyrovae.evaluate.diagnostics"])
+mp.set_forkserver_preload(["pytest", "pyrovae.app.cli", "pyrovae.app.runs", "pyrovae.app.report",
+                           "pyrovae.evaluate.ppc", "pyrovae.evaluate.disentangle", "pyrovae.evaluate.diagnostics"])
 
 TINY = dict(num_train=64, val_size=32, num_test=32, epochs=3, hidden=[16], latent_dim=2, batch_size=32)
 TINY_FLAGS = ["--num-train", "64", "--val-size", "32", "--num-test", "32", "--epochs", "3", "--hidden", "16",
@@ -139,6 +139,19 @@ def test_two_ranks_take_the_single_process_steps(tmp_path):
             assert row["val_elbo"] == pytest.approx(ref["val_elbo"], rel=1e-6)
     assert all(torch.equal(a, b) for a, b in zip(ranks[0][0], ranks[1][0]))  # the ranks hold identical parameters
     assert single_params[-1].abs().max() > 1e-3  # the param-store parameter was trained
+
+
+def _fit_alone(epochs):
+    with distributed.local():
+        return _fit_enumerated(epochs)
+
+
+def test_a_run_made_inside_local_trains_on_its_process_alone(tmp_path):
+    """Under a process group, ``distributed.local()`` makes an ordinary single-process run (no collective)."""
+    single_params, single_history = _fit_enumerated(2)
+    for params, history in _launch(_fit_alone, 2, tmp_path=tmp_path):
+        assert all(torch.equal(a, b) for a, b in zip(params, single_params))
+        assert [r["val_elbo"] for r in history] == [r["val_elbo"] for r in single_history]
 
 
 def test_a_two_rank_run_resumes_on_one_rank(tmp_path):

@@ -290,8 +290,8 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     parts = {}
     with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
         for b, guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples, seed, device):
-            parts[b] = {name: kl.double().mean(0).sum(0).cpu()
-                        for name, kl in _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites).items()}
+            kls = _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites)
+            parts[b] = {name: kl.double().mean(0).sum(0).cpu() for name, kl in kls.items()}
     sums = {}
     for part in distributed.current().gather_in_order(parts):
         for name, s in part.items():

@@ -36,6 +36,7 @@ binarization, which come from per-rank streams, differ (an equally valid
 continuation, not the same numbers).
 """
 
+import contextlib
 import json
 import math
 import os
@@ -51,6 +52,7 @@ from pyrovae.data.splits import as_split
 from pyrovae.infer import checkpoint as ckpt_io
 from pyrovae.infer import distributed
 from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.regularized import ControlledCapacity, FreeBits
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.step import StepFunction
 from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, is_observed, pair_modules, trace_pair
@@ -128,7 +130,8 @@ class SVIRun:
 
     In a process group (an initialized one, or one :func:`~pyrovae.infer.distributed.init`
     makes from torchrun's environment) the run is data-parallel (module doc):
-    ``batch_size`` is the global batch, divided among the ranks.
+    ``batch_size`` is the global batch, divided among the ranks. A run made
+    inside ``with pyrovae.infer.distributed.local():`` trains on its process alone.
     """
 
     def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
@@ -179,7 +182,7 @@ class SVIRun:
         """Every rank starts from rank 0's parameters and buffers; batch-level objectives are named once."""
         buffers = [b for m in pair_modules(self.model, self.guide) for b in m.buffers()]
         self.world.broadcast_([*self.params, *buffers])
-        if type(self.objective).__name__ in ("ControlledCapacity", "FreeBits") and self.world.is_main:
+        if isinstance(self.objective, (ControlledCapacity, FreeBits)) and self.world.is_main:
             warnings.warn(f"pyrovae: {type(self.objective).__name__} applies its batch-level term to each rank's "
                           f"share of the batch: with {self.world.size} ranks its gradient is the average of the "
                           "shares' gradients, not the global batch's", stacklevel=3)
@@ -306,7 +309,7 @@ class SVIRun:
             opened = world.on_main(lambda: self._open_folder(resume))
             if opened is not None:
                 self._apply_state(*opened)
-                world.on_main(self._write_metrics)  # the log of the committed epochs, also when the kill came before it
+                world.on_main(self._write_metrics)  # the committed epochs' log, also when the kill came before it
             world.on_main(self._write_config)
             self._fit()
         finally:
@@ -338,7 +341,8 @@ class SVIRun:
         ckpt_io.write_json(path, cfg)
 
     def _fit(self):
-        with self.param_scope(), pyro.validation_enabled(False):
+        alone = distributed.local() if self.world.size == 1 else contextlib.nullcontext()  # as it was made
+        with alone, self.param_scope(), pyro.validation_enabled(False):
             while self.epoch < self.epochs and not self._should_stop():
                 self._train_epoch()
 
@@ -405,6 +409,7 @@ class SVIRun:
             world.on_main(lambda: self._commit(improved))
 
     def _commit(self, improved):
+        """Rank 0: this epoch's checkpoint and the metrics log."""
         self.folder.commit(self._state(), self.epoch, improved, self.best_val)
         self._write_metrics()
 
