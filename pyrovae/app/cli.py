@@ -5,6 +5,11 @@ dataset on the CPU and writes a run folder; the other commands read a run
 folder. A mistake in the input -- an option, a file, a run folder, a pair -- is
 one line on stderr and exit status 2 (a diverged training run: 3); ``--debug``
 (or ``PYROVAE_DEBUG=1``) shows the traceback instead.
+
+Under ``torchrun`` (``torchrun --nproc-per-node=N -m pyrovae train ...``) the
+commands run data-parallel (:mod:`pyrovae.infer.distributed`): the ranks share
+the work (``report`` leaves it to rank 0), rank 0 alone writes files and
+prints, and an error is printed once.
 """
 
 import argparse
@@ -14,6 +19,7 @@ import sys
 
 from pyrovae.app.config import ConfigError, add_arguments, make_config
 from pyrovae.data import GROUND_TRUTH
+from pyrovae.infer import distributed
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError, ConfigError, OSError)
 
@@ -39,6 +45,8 @@ def cmd_train(args):
     if not args.resume:
         make_objective(cfg)  # contradictory objective flags fail before any data is loaded
     summary = train(cfg, resume=args.resume, progress=args.progress)
+    if not distributed.current().is_main:
+        return
     print(f"run folder: {cfg['out']}")
     print(f"test ELBO: {summary['test_elbo']:.2f} nats per datum ({summary['num_test']} test data)")
     print(f"epochs: {summary['epochs_run']}, training wall time: {summary['train_seconds']:.1f} s")
@@ -80,7 +88,10 @@ def cmd_evaluate(args):
             surgery = elbo_surgery(run.model, run.guide, test, num_points=args.surgery_points, device=device,
                                    seed=seed)
             result["surgery"] = surgery.to_dict()
-    write_json(os.path.join(args.run, "evaluation.json"), result)
+    world = distributed.current()
+    world.on_main(lambda: write_json(os.path.join(args.run, "evaluation.json"), result))
+    if not world.is_main:
+        return
     if args.json:
         print(json.dumps(result))
         return
@@ -112,13 +123,16 @@ def cmd_ppc(args):
     run = load_run(args.run)
     test = _first(run.data.test, args.num_data)
     folder = args.out or os.path.join(args.run, "ppc")
-    os.makedirs(folder, exist_ok=True)
+    world = distributed.current()
+    world.on_main(lambda: os.makedirs(folder, exist_ok=True))
     with run.scope():
         result = run_ppc(run.model, run.guide, test, num_samples=args.num_samples, folder=folder,
                          obs_site=args.obs_site, seed=run.cfg.get("seed", 0))
     summary = result["summary"]
-    write_json(os.path.join(folder, "summary.json"), {**summary, "num_data": result["num_data"],
-                                                      "num_samples": args.num_samples, "obs_site": args.obs_site})
+    world.on_main(lambda: write_json(os.path.join(folder, "summary.json"), {
+        **summary, "num_data": result["num_data"], "num_samples": args.num_samples, "obs_site": args.obs_site}))
+    if not world.is_main:
+        return
     if args.json:
         print(json.dumps(summary))
         return
@@ -154,7 +168,11 @@ def cmd_metrics(args):
         scores = compute_all(rep, truth, np.random.default_rng(args.seed), num_train=n, num_eval=n // 2,
                              num_variance_estimate=n, n_estimators=args.trees)
     settings = {"dataset": name, "num_points": n, "trees": args.trees, "seed": args.seed, "sites": args.site}
-    write_json(os.path.join(args.run, "disentanglement.json"), {**scores, "settings": settings})  # for the report
+    world = distributed.current()
+    world.on_main(lambda: write_json(os.path.join(args.run, "disentanglement.json"),
+                                     {**scores, "settings": settings}))  # for the report
+    if not world.is_main:
+        return
     if args.json:
         print(json.dumps(scores))
         return
@@ -168,7 +186,14 @@ def cmd_report(args):
     from pyrovae.app.runs import load_run
 
     run = load_run(args.run) if args.pictures else None
-    print(f"report: {write_report(args.run, out=args.out, run=run, pictures=args.pictures)}")
+
+    def write():
+        with distributed.local():  # rank 0 draws the missing pictures alone
+            return write_report(args.run, out=args.out, run=run, pictures=args.pictures)
+
+    path = distributed.current().on_main(write)
+    if distributed.current().is_main:
+        print(f"report: {path}")
 
 
 def _positive(text):
@@ -244,7 +269,9 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("PYROVAE_DEBUG") == "1"
+    world = distributed.current()
     try:
+        world = distributed.init(getattr(args, "device", None) or "cpu")
         args.func(args)
     except KeyboardInterrupt:
         print(f"pyrovae {args.command}: interrupted", file=sys.stderr)
@@ -252,16 +279,20 @@ def main(argv=None):
     except Exception as e:  # one line for the user; the traceback with --debug
         if debug:
             raise
+        where = "" if world.is_main else f" (rank {world.rank})"
+        say = (lambda line: None) if getattr(e, "raised_on_rank_0", False) else (
+            lambda line: print(f"pyrovae {args.command}{where}: {line}", file=sys.stderr))
         message = " ".join(str(e).split()) or type(e).__name__
         if isinstance(e, DivergenceError):
-            print(f"pyrovae {args.command}: diverged: {message}", file=sys.stderr)
+            say(f"diverged: {message}")
             return 3
         if isinstance(e, USER_ERRORS) or type(e).__name__.endswith("Error") and e.__module__.startswith("pyrovae"):
-            print(f"pyrovae {args.command}: error: {message}", file=sys.stderr)
+            say(f"error: {message}")
             return 2
-        print(f"pyrovae {args.command}: internal error: {type(e).__name__}: {message} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        say(f"internal error: {type(e).__name__}: {message} (rerun with --debug for the traceback)")
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -11,6 +11,11 @@ their weights there), and its data. Its configuration is checked against the
 copy inside the checkpoint, and its test ELBO is recomputed and compared with
 ``summary.json``: a run that does not reload to the numbers it trained to is an
 error, never a table of wrong numbers.
+
+Under torchrun (:mod:`pyrovae.infer.distributed`) every rank calls :func:`train`
+and :func:`load_run`; rank 0 alone reads and writes the run folder and hands
+what it read (configuration, checkpoints) and any error to the other ranks, so
+only rank 0's machine needs the folder. Every rank loads the data itself.
 """
 
 import json
@@ -27,6 +32,7 @@ from pyrovae.app.build import build_pair, likelihood_name
 from pyrovae.app.config import ConfigError, applicable, check_resume
 from pyrovae.data import load_dataset
 from pyrovae.infer import checkpoint as ckpt_io
+from pyrovae.infer import distributed
 from pyrovae.infer.elbo import ELBO
 from pyrovae.infer.iwae import IWAE
 from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
@@ -178,13 +184,7 @@ def load_run(run_dir, which="best", verify=True):
     test ELBO of the reloaded best checkpoint is recomputed and must equal the
     one the run reported; a difference is a :class:`RunError`.
     """
-    cfg = read_config(run_dir)
-    folder = RunFolder(run_dir)
-    path = folder.checkpoint(which)
-    state = ckpt_io.load(path)
-    if "pair" not in state or "config" not in state:
-        raise ckpt_io.CheckpointError(f"{path} lacks the pair's state; it is not a complete pyrovae checkpoint")
-    _verify_config(cfg, state["config"], path)
+    cfg, path, state = distributed.current().on_main(lambda: _read_run(run_dir, which))
     data = dataset_for(cfg)
     model, guide, _ = build_pair(cfg, data.train)
     for m in (model, guide):
@@ -200,6 +200,17 @@ def load_run(run_dir, which="best", verify=True):
     return run
 
 
+def _read_run(run_dir, which):
+    """The configuration, the checkpoint's path and its state, checked against each other."""
+    cfg = read_config(run_dir)
+    path = RunFolder(run_dir).checkpoint(which)
+    state = ckpt_io.load(path)
+    if "pair" not in state or "config" not in state:
+        raise ckpt_io.CheckpointError(f"{path} lacks the pair's state; it is not a complete pyrovae checkpoint")
+    _verify_config(cfg, state["config"], path)
+    return cfg, path, state
+
+
 def _register_params(run):
     """Run the pair once (no gradient) so that its ``pyro.param`` s exist in the run's store; ``{name: tensor}``."""
     batch = run.data.test.fixed(0).materialize(torch.arange(min(2, len(run.data.test)))).to(run.device)
@@ -209,7 +220,7 @@ def _register_params(run):
 
 
 def _verify_summary(run):
-    summary = read_summary(run.folder)
+    summary = distributed.current().on_main(lambda: read_summary(run.folder))
     if not summary or summary.get("status") != "finished" or summary.get("test_elbo") is None:
         return
     with run.scope():
@@ -244,51 +255,71 @@ def train(cfg, resume=False, progress=True):
     draw it) and the report are written after training; a diverged run writes a
     summary with the reason and raises :class:`~pyrovae.infer.svi.DivergenceError`.
     """
+    world = distributed.init(cfg.get("device", "cpu"))
     folder = RunFolder(cfg["out"])
-    with folder:
-        if resume:
-            saved = read_config(folder.path)
-            given = {k: cfg[k] for k in cfg.get("given", ())}
-            cfg = check_resume(saved, given)
-        elif folder.has_checkpoint() or os.path.exists(folder.file("config.json")):
-            raise RunFolderError(f"{folder.path} already holds a run; pass --resume to continue it or choose another "
-                                 "--out")
-        data = dataset_for(cfg)
-        check_splits(data)
-        pyro.set_rng_seed(cfg["seed"])
-        if ":" not in str(cfg["model"]) and not cfg.get("likelihood"):
-            cfg = {**cfg, "likelihood": likelihood_name(cfg, data.train)}  # the data-dependent default, recorded
-        model, guide, sources = build_pair(cfg, data.train)
-        cfg = {**cfg, "sources": sources, "event_shape": list(data.event_shape)}
-        objective = make_objective(cfg)
-        if not resume:
-            ckpt_io.write_json(folder.file("config.json"), cfg)
-        run = SVIRun(model, guide, data.train, data.val, objective, lr=cfg["lr"], batch_size=cfg["batch_size"],
-                     epochs=cfg["epochs"], clip_norm=cfg["clip_norm"], patience=cfg["patience"],
-                     ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"], run_dir=folder,
-                     config=cfg, step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
-        start = time.perf_counter()
-        try:
-            run.fit(resume=resume)
-        except DivergenceError as e:
-            ckpt_io.write_json(folder.file("summary.json"), {"status": "diverged", "reason": str(e),
-                                                             "epochs_run": run.epoch})
-            raise
-        wall = time.perf_counter() - start
-        loaded = Run(folder.path, cfg, model, guide, data, run.param_state)
-        with loaded.scope():
-            best = ckpt_io.load(folder.checkpoint("best"))
-            ckpt_io.load_pair_state(model, guide, best["pair"], folder.checkpoint("best"))
-            load_param_store(run._store_names, best.get("param_store", {}), folder.checkpoint("best"))
-            test_elbo = evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"])
-        summary = {"status": "finished", "test_elbo": test_elbo, "epochs_run": run.epoch, "train_seconds": wall,
-                   "num_test": len(data.test), "best_val_elbo": run.best_val, "step_mode": run.step_fn.mode,
-                   **({"eager_because": run.step_fn.reason} if run.step_fn.reason else {})}
-        with loaded.scope():
-            summary.update(pictures.write_run_pictures(loaded, overwrite=True))
-        ckpt_io.write_json(folder.file("summary.json"), summary)
-        from pyrovae.app.report import write_report
+    world.on_main(lambda: folder.lock() and None)
+    try:
+        cfg = world.on_main(lambda: _open_run(folder, cfg, resume))  # rank 0's: a default --out names a time
+        return _train(RunFolder(cfg["out"]) if not world.is_main else folder, cfg, resume, progress, world)
+    finally:
+        if world.is_main:
+            folder.unlock()
 
+
+def _open_run(folder, cfg, resume):
+    """The configuration to train: the resumed run's with the options given now, or ``cfg`` for a new run."""
+    if resume:
+        saved = read_config(folder.path)
+        given = {k: cfg[k] for k in cfg.get("given", ())}
+        return check_resume(saved, given)
+    if folder.has_checkpoint() or os.path.exists(folder.file("config.json")):
+        raise RunFolderError(f"{folder.path} already holds a run; pass --resume to continue it or choose another "
+                             "--out")
+    return cfg
+
+
+def _train(folder, cfg, resume, progress, world):
+    data = dataset_for(cfg)
+    check_splits(data)
+    pyro.set_rng_seed(cfg["seed"])
+    if ":" not in str(cfg["model"]) and not cfg.get("likelihood"):
+        cfg = {**cfg, "likelihood": likelihood_name(cfg, data.train)}  # the data-dependent default, recorded
+    model, guide, sources = build_pair(cfg, data.train)
+    cfg = {**cfg, "sources": sources, "event_shape": list(data.event_shape)}
+    objective = make_objective(cfg)
+    if not resume:
+        world.on_main(lambda: ckpt_io.write_json(folder.file("config.json"), cfg))
+    run = SVIRun(model, guide, data.train, data.val, objective, lr=cfg["lr"], batch_size=cfg["batch_size"],
+                 epochs=cfg["epochs"], clip_norm=cfg["clip_norm"], patience=cfg["patience"],
+                 ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"], run_dir=folder,
+                 config=cfg, step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
+    start = time.perf_counter()
+    try:
+        run.fit(resume=resume)
+    except DivergenceError as e:
+        world.on_main(lambda: ckpt_io.write_json(folder.file("summary.json"), {
+            "status": "diverged", "reason": str(e), "epochs_run": run.epoch}))
+        raise
+    wall = time.perf_counter() - start
+    loaded = Run(folder.path, cfg, model, guide, data, run.param_state)
+    path, best = world.on_main(lambda: (folder.checkpoint("best"), ckpt_io.load(folder.checkpoint("best"))))
+    with loaded.scope():
+        ckpt_io.load_pair_state(model, guide, best["pair"], path)
+        load_param_store(run._store_names, best.get("param_store", {}), path)
+        test_elbo = evaluate_elbo(model, guide, data.test, device=cfg["device"], seed=cfg["seed"])
+    summary = {"status": "finished", "test_elbo": test_elbo, "epochs_run": run.epoch, "train_seconds": wall,
+               "num_test": len(data.test), "best_val_elbo": run.best_val, "step_mode": run.step_fn.mode,
+               "ranks": world.size, **({"eager_because": run.step_fn.reason} if run.step_fn.reason else {})}
+    return world.on_main(lambda: _finish(folder, loaded, summary))
+
+
+def _finish(folder, loaded, summary):
+    """Rank 0, after training: the pictures, ``summary.json`` and the report (drawn as a single process)."""
+    from pyrovae.app.report import write_report
+
+    with distributed.local(), loaded.scope():
+        summary = {**summary, **pictures.write_run_pictures(loaded, overwrite=True)}
+        ckpt_io.write_json(folder.file("summary.json"), summary)
         write_report(folder.path, run=None, pictures=False)
     return summary
 

@@ -47,6 +47,15 @@ sites conditioned on the z_m placed along the particle dim, which gives the
 joint log-densities log q(z_m | x_n) of all pairs as an ``[M, N_block]`` tensor.
 Because log q(z_m | x_{n_m}) is one of the N terms of the sum,
 each summand of the MI estimate is at most log N, so the estimate is too.
+
+**Sharding.** Every estimator works in units whose boundaries do not depend on
+the number of processes -- batches of ``batch_size`` data, and blocks of
+``point_block`` surgery points -- each drawing from its own seed
+(:func:`pyrovae.infer.distributed.unit_seed`). In a process group the ranks
+divide the batches (each datum whole on one rank) and the points of each block
+(every rank draws the block, each evaluates log q(z_m) for its share of the
+points over all N data), and the results are gathered in order: the numbers
+are the single-process ones, up to the order of floating-point sums.
 """
 
 import dataclasses
@@ -58,6 +67,7 @@ import torch
 from pyro import poutine
 
 from pyrovae.data.splits import as_split
+from pyrovae.infer import distributed
 from pyrovae.infer.distributions import base_distribution, distribution_mean, kl_or_log_ratio
 from pyrovae.infer.elbo import closed_form_kl_sites
 from pyrovae.infer.trace import (
@@ -195,20 +205,28 @@ def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size
     split, batches = _batches(data, batch_size, device, seed)
     if len(split) < 2:
         raise ValueError(f"active units need at least 2 datapoints (a variance over x), got {len(split)}")
-    means, probs = {}, {}
+    world, parts = distributed.current(), {}
     with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
         nesting = max_plate_nesting(model, guide, batches[0].x, **batches[0].kwargs)
         particle_dim = -nesting - 1
-        for batch in batches:
-            with pyro.plate(PARTICLE_PLATE, num_samples, dim=particle_dim):
-                sites = latent_sites(trace_program(guide, batch.x, **batch.kwargs))
+        for b in world.units(len(batches)):
+            with seeded(distributed.unit_seed(seed, b), device), pyro.plate(PARTICLE_PLATE, num_samples,
+                                                                            dim=particle_dim):
+                sites = latent_sites(trace_program(guide, batches[b].x, **batches[b].kwargs))
+            part = parts[b] = ({}, {})  # (posterior means, class probabilities) by site
             for name, site in sites.items():
                 if _is_categorical(site):
-                    probs.setdefault(name, []).append(_class_probs(site, particle_dim).mean(0))
+                    part[1][name] = _class_probs(site, particle_dim).mean(0)
                     continue
                 mean = distribution_mean(site["fn"])
                 mean = site["value"] if mean is None else mean
-                means.setdefault(name, []).append(_per_datum(mean, site, particle_dim).double().mean(0))
+                part[0][name] = _per_datum(mean, site, particle_dim).double().mean(0)
+    means, probs = {}, {}
+    for part_means, part_probs in world.gather_in_order(parts):
+        for name, m in part_means.items():
+            means.setdefault(name, []).append(m)
+        for name, p in part_probs.items():
+            probs.setdefault(name, []).append(p)
     variance = {name: torch.cat(m).var(0) for name, m in means.items()}
     counts = {name: int((v > threshold).sum()) for name, v in variance.items()}
     return ActiveUnits(counts, {n: v.float().cpu() for n, v in variance.items()},
@@ -218,14 +236,13 @@ def active_units(model, guide, data, threshold=0.01, num_samples=100, batch_size
 
 # -- KL per dimension ----------------------------------------------------------
 
-def _pair_runs(model, guide, batches, num_samples):
-    """Yield ``(guide_sites, model_sites, particle_dim)`` for each batch, S draws per datapoint."""
-    nesting = None
-    for batch in batches:
-        if nesting is None:
-            nesting = max_plate_nesting(model, guide, batch.x, **batch.kwargs)
-        pt = _sampled_pair(model, guide, batch, num_samples, nesting)
-        yield pt.latents, latent_sites(pt.model), pt.particle_dim
+def _pair_runs(model, guide, batches, num_samples, seed, device):
+    """Yield ``(b, guide_sites, model_sites, particle_dim)`` for this rank's batches b, S draws per datapoint."""
+    nesting = max_plate_nesting(model, guide, batches[0].x, **batches[0].kwargs)
+    for b in distributed.current().units(len(batches)):
+        with seeded(distributed.unit_seed(seed, b), device):
+            pt = _sampled_pair(model, guide, batches[b], num_samples, nesting)
+        yield b, pt.latents, latent_sites(pt.model), pt.particle_dim
 
 
 def _site_kl(q, p, particle_dim, per_dim, closed_form):
@@ -270,26 +287,31 @@ def kl_per_dimension(model, guide, data, num_samples=10, batch_size=100, device=
     positive_int("num_samples", num_samples)
     positive_int("batch_size", batch_size)
     split, batches = _batches(data, batch_size, device, seed)
-    sums = {}
+    parts = {}
     with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
-        for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples):
-            for name, kl in _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites).items():
-                sums[name] = sums.get(name, 0) + kl.double().mean(0).sum(0).cpu()
+        for b, guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples, seed, device):
+            kls = _site_kls(guide_sites, model_sites, particle_dim, True, analytic, sites)
+            parts[b] = {name: kl.double().mean(0).sum(0).cpu() for name, kl in kls.items()}
+    sums = {}
+    for part in distributed.current().gather_in_order(parts):
+        for name, s in part.items():
+            sums[name] = sums.get(name, 0) + s
     return {name: (s / len(split)).float() for name, s in sums.items()}
 
 
-def _average_kl(model, guide, batches, num_samples):
+def _average_kl(model, guide, batches, num_samples, seed, device):
     """(1/N) sum_n KL(q(z|x_n) || p(z)) over all latent sites, and its Monte Carlo standard error.
 
     The error comes from the spread of the per-datapoint estimate over its
     ``num_samples`` draws (zero where every site's KL is in closed form).
     """
     total, var, n = 0.0, 0.0, 0
-    for guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples):
+    for _, guide_sites, model_sites, particle_dim in _pair_runs(model, guide, batches, num_samples, seed, device):
         kl = sum(_site_kls(guide_sites, model_sites, particle_dim, per_dim=False).values())[..., 0].double()
         total += float(kl.mean(0).sum())
         var += float((kl.var(0) / num_samples).sum())
         n += kl.shape[1]
+    total, var, n = distributed.current().all_reduce_sum([total, var, n])
     return total / n, math.sqrt(var) / n
 
 
@@ -353,13 +375,24 @@ def _log_q_block(guide, batch, points, particle_dim):
     return _log_density(sites.values(), particle_dim)
 
 
-def _point_block(model, guide, split, idx, nesting, data_block, device):
-    """Points z_m ~ q(z | x_idx[m]): (log q(z_m | x_{n_m}), log q(z_m), log p(z_m)), each ``[M]`` float64 on the CPU."""
+def _draw_points(model, guide, split, idx, nesting, device):
+    """Points z_m ~ q(z | x_idx[m]): ``({site: [M, 1, ...]}, log p(z_m) [M] float64 on the CPU, particle dim)``."""
     chosen = split.materialize(idx).to(device or "cpu")
     pt = _sampled_pair(model, guide, chosen, 1, nesting)
     particle_dim = pt.particle_dim
     log_p = _log_density([pt.model.nodes[name] for name in pt.latents], particle_dim)[0].double().cpu()
-    points = {name: _as_points(site, particle_dim) for name, site in pt.latents.items()}
+    return {name: _as_points(site, particle_dim) for name, site in pt.latents.items()}, log_p, particle_dim
+
+
+def _take_points(points, rows, particle_dim):
+    """The points ``rows`` (indices along the particle dim) of :func:`_draw_points`' points."""
+    return {name: {**site, "value": site["value"].index_select(_batch_dims(site, particle_dim)[1],
+                                                                 rows.to(site["value"].device))}
+            for name, site in points.items()}
+
+
+def _log_q_points(guide, split, points, idx, particle_dim, data_block, device):
+    """(log q(z_m | x_{idx[m]}), log q(z_m)) ``[M]`` float64 on the CPU, with q(z) = (1/N) sum_n q(z | x_n) exact."""
     m = idx.shape[0]
     log_sum = torch.full((m,), -math.inf, dtype=torch.float64)
     own = torch.empty(m, dtype=torch.float64)
@@ -371,7 +404,7 @@ def _point_block(model, guide, split, idx, nesting, data_block, device):
         log_sum = torch.logaddexp(log_sum, torch.logsumexp(block, 1))
         mine = ((idx >= start) & (idx < start + len(batch))).nonzero()[:, 0]
         own[mine] = block[mine, idx[mine] - start]
-    return own, log_sum - math.log(n), log_p
+    return own, log_sum - math.log(n)
 
 
 def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size=100, point_block=1024,
@@ -402,16 +435,20 @@ def elbo_surgery(model, guide, data, num_points=1000, num_samples=10, batch_size
     g = torch.Generator().manual_seed(seed)
     index = torch.randperm(n, generator=g)[:num_points] if num_points <= n else torch.randint(n, (num_points,),
                                                                                               generator=g)
-    mi, mkl = [], []
+    world, parts = distributed.current(), {}
     with seeded(seed, device), torch.no_grad(), poutine.block(), evaluation_mode(model, guide):
-        avg_kl, avg_kl_se = _average_kl(model, guide, batches, num_samples)
+        avg_kl, avg_kl_se = _average_kl(model, guide, batches, num_samples, seed, device)
         nesting = max_plate_nesting(model, guide, batches[0].x, **batches[0].kwargs)
-        for start in range(0, num_points, point_block):
-            own, log_q, log_p = _point_block(model, guide, split, index[start:start + point_block], nesting,
-                                             data_block, device)
-            mi.append(own - log_q)
-            mkl.append(log_q - log_p)
-    mi, mkl = torch.cat(mi), torch.cat(mkl)
+        for block, start in enumerate(range(0, num_points, point_block)):
+            idx = index[start:start + point_block]
+            with seeded(distributed.unit_seed(seed, len(batches) + block), device):  # units after avg_kl's
+                points, log_p, particle_dim = _draw_points(model, guide, split, idx, nesting, device)
+            rows = world.shard_rows(torch.arange(len(idx)))
+            if len(rows):
+                own, log_q = _log_q_points(guide, split, _take_points(points, rows, particle_dim), idx[rows],
+                                           particle_dim, data_block, device)
+                parts[block, world.rank] = (own - log_q, log_q - log_p[rows])
+    mi, mkl = (torch.cat(t) for t in zip(*world.gather_in_order(parts)))
 
     def se(t):
         return float(t.std() / math.sqrt(t.numel())) if t.numel() > 1 else float("nan")

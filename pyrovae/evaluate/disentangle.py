@@ -40,6 +40,7 @@ from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
+from pyrovae.infer import distributed
 from pyrovae.infer.predictive import AtMean
 from pyrovae.infer.trace import DATA_PLATE, frame, latent_sites, trace_program
 from pyrovae.util import positive_int, seeded
@@ -497,7 +498,10 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
     ``num_eval`` is also the test size of DCI and SAP; ``batch_size`` is BetaVAE's
     and FactorVAE's. Every metric runs with its defaults otherwise (SAP with
     disentanglement_lib's linear SVM, FactorVAE with its pruning rule). Returns
-    ``{name: {**scores, "seconds": wall-clock seconds}}``.
+    ``{name: {**scores, "seconds": wall-clock seconds}}``. In a process group
+    (:mod:`pyrovae.infer.distributed`) the metrics are divided among the ranks
+    (metric i on rank i mod N) and every rank returns all the scores, the same
+    as on one process since each metric has its own generator.
     """
     rng = _as_rng(rng)
     names = list(METRICS) if metrics is None else list(metrics)
@@ -513,13 +517,13 @@ def compute_all(representation_fn, ground_truth, rng, num_train=10000, num_eval=
         "dci": dict(num_train=num_train, num_test=num_eval, n_estimators=n_estimators),
         "sap": dict(num_train=num_train, num_test=num_eval),
     }
-    results = {}
-    for name in names:
-        start = time.perf_counter()
+    world, parts = distributed.current(), {}
+    for i in world.units(len(names)):
+        name, start = names[i], time.perf_counter()
         scores = METRICS[name](representation_fn, ground_truth, np.random.default_rng(seeds[name]),
                                **sizes[name])
-        results[name] = {**scores, "seconds": time.perf_counter() - start}
-    return results
+        parts[i] = (name, {**scores, "seconds": time.perf_counter() - start})
+    return dict(world.gather_in_order(parts))
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,11 @@ than ``x`` (a model that flattens images) the replicated data are reshaped to
 ``x``'s shape. Results go into an ArviZ ``InferenceData`` (groups
 ``posterior``, ``posterior_predictive``, ``observed_data``,
 ``log_likelihood``; one chain).
+
+:func:`run_ppc` draws the replicated data in batches of data, each from its own
+seed (:func:`pyrovae.infer.distributed.unit_seed`); in a process group the
+ranks divide the batches, the draws are gathered in the data's order and rank 0
+saves the plots, so every rank returns the single-process result.
 """
 
 import os
@@ -48,6 +53,7 @@ import torch
 from pyro import poutine
 
 from pyrovae.data.splits import as_split
+from pyrovae.infer import distributed
 from pyrovae.infer.predictive import draws_per_datum, predictive_trace
 from pyrovae.infer.trace import (
     PairError,
@@ -412,7 +418,7 @@ def save_ppc_plots(idata, stats, folder, num_pp_samples=50):
 # The whole check
 
 def run_ppc(model, guide, data, num_samples=100, folder=None, statistics=None, obs_site="x", alpha=0.05,
-            mid_p=False, chunk_size=None, seed=0, obs="x"):
+            mid_p=False, chunk_size=None, seed=0, obs="x", batch_size=100):
     """Posterior predictive check of a pair on ``data`` (any data :func:`~pyrovae.data.splits.as_split` takes).
 
     Draws S replicated data sets (:func:`posterior_predictive`), evaluates the
@@ -420,7 +426,8 @@ def run_ppc(model, guide, data, num_samples=100, folder=None, statistics=None, o
     callable}`` of statistics on a data set ``[B, *event]`` replaces them, wrap a
     callable in ``TestStatistic(fn, per_datum=True)`` for one value per datum) and
     their p-values, and builds the ``InferenceData``. With ``folder`` the plots
-    are saved there (:func:`save_ppc_plots`).
+    are saved there (:func:`save_ppc_plots`). The draws are made ``batch_size``
+    data at a time, batch b from seed ``unit_seed(seed, b)`` (module doc).
 
     Returns a dict: ``statistics`` ``{name: (T(x), T(x^rep) [S, ...])}``,
     ``p_values`` ``{name: elementwise p-values}``, ``summary`` (JSON-ready:
@@ -429,12 +436,18 @@ def run_ppc(model, guide, data, num_samples=100, folder=None, statistics=None, o
     ``extreme_fraction``), ``idata``, ``plots`` (paths), ``num_samples``,
     ``num_data``.
     """
+    positive_int("batch_size", batch_size)
     split = as_split(data, obs).fixed(seed)
-    batch = split.materialize(torch.arange(len(split)))
-    x = batch.x
+    world, batches, parts = distributed.current(), split.batch_indices(batch_size), {}
+    x = split.data[torch.cat(batches)]  # the data in the order of the batches (the split's, without optional fields)
     stats_spec = _as_statistics(statistics)
-    samples, log_lik = posterior_predictive(model, guide, x, num_samples, obs_site=obs_site, chunk_size=chunk_size,
-                                            seed=seed, **batch.kwargs)
+    for b in world.units(len(batches)):
+        batch = split.materialize(batches[b]).to(x.device)
+        parts[b] = posterior_predictive(model, guide, batch.x, num_samples, obs_site=obs_site, chunk_size=chunk_size,
+                                        seed=distributed.unit_seed(seed, b), **batch.kwargs)
+    parts = world.gather_in_order(parts)
+    samples = {name: torch.cat([draws[name] for draws, _ in parts], 1) for name in parts[0][0]}
+    log_lik = torch.cat([lik for _, lik in parts], 1)
     idata = to_inference_data(x, samples, log_lik, obs_site=obs_site)
     x_rep = samples[obs_site]
     stats = compute_statistics(x, x_rep, stats_spec)
@@ -446,6 +459,6 @@ def run_ppc(model, guide, data, num_samples=100, folder=None, statistics=None, o
             summary["p_value"][name] = float(p)
         else:
             summary["extreme_fraction"][name] = extreme_fraction(p, alpha)
-    plots = save_ppc_plots(idata, stats, folder) if folder is not None else []
+    plots = world.on_main(lambda: save_ppc_plots(idata, stats, folder)) if folder is not None else []
     return {"statistics": stats, "p_values": p_values, "summary": summary, "idata": idata, "plots": plots,
             "num_samples": num_samples, "num_data": x.shape[0], "obs_site": obs_site}

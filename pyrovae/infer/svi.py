@@ -21,12 +21,27 @@ optimizer update) and counted; after ``max_bad_steps`` of them, or a
 validation bound that is not finite, the run stops with a
 :class:`DivergenceError` that says what happened and what to try. Nothing
 non-finite is ever committed: the last good checkpoint stays as it was.
+
+**Data parallelism.** Under ``torchrun`` (or in an initialized process group)
+each rank trains on its share of every global batch of ``batch_size`` and the
+gradients are averaged across ranks (:mod:`pyrovae.infer.distributed`): the
+global batches do not depend on the number of ranks, the averaged gradient is
+the global batch's, and the validation bound, the divergence checks, the
+schedules and early stopping are the same on every rank. Rank 0 alone writes
+the run folder; a resumed run reads it on rank 0 and hands it to every rank.
+Resuming with the same number of ranks gives the uninterrupted run's numbers;
+with another number of ranks the data order, the parameters, the optimizer and
+the schedules carry over exactly, while the latent draws and dynamic
+binarization, which come from per-rank streams, differ (an equally valid
+continuation, not the same numbers).
 """
 
+import contextlib
 import json
 import math
 import os
 import time
+import warnings
 
 import pyro
 import torch
@@ -35,7 +50,9 @@ from tqdm.auto import tqdm
 
 from pyrovae.data.splits import as_split
 from pyrovae.infer import checkpoint as ckpt_io
+from pyrovae.infer import distributed
 from pyrovae.infer.elbo import ELBO
+from pyrovae.infer.regularized import ControlledCapacity, FreeBits
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.step import StepFunction
 from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, is_observed, pair_modules, trace_pair
@@ -48,17 +65,25 @@ def evaluate_elbo(model, guide, data, batch_size=500, device="cpu", seed=0, obs=
 
     The pair runs in eval mode (restored after). Dynamic binarization and the
     latent draws come from ``seed`` on a forked random state: the result is
-    reproducible and the caller's random stream is left untouched.
+    reproducible and the caller's random stream is left untouched. Each batch
+    draws from its own seed (:func:`~pyrovae.infer.distributed.unit_seed`), so in a
+    process group the batches are divided among the ranks and every rank gets
+    the single-process number (up to the order of the sums).
     """
     split = as_split(data, obs).fixed(seed)
     objective = ELBO(analytic_kl=True)
+    world = distributed.current()
+    batches = split.batch_indices(batch_size)
     total, n = 0.0, 0
     device = torch.device(device)
-    with seeded(seed, device), evaluation_mode(model, guide), poutine.block():
-        for batch in split.batches(batch_size, device=device):
-            t = objective.terms(model, guide, batch.x, **batch.kwargs)
+    with evaluation_mode(model, guide), poutine.block():
+        for b in world.units(len(batches)):
+            with seeded(distributed.unit_seed(seed, b), device):
+                batch = split.materialize(batches[b]).to(device)
+                t = objective.terms(model, guide, batch.x, **batch.kwargs)
             total += float(t.elbo) / t.num_data * len(batch)
             n += len(batch)
+    total, n = world.all_reduce_sum([total, n])
     return total / n
 
 
@@ -102,6 +127,11 @@ class SVIRun:
     ``patience``: stop after that many epochs without a better validation bound
     (epochs before ``ignore_before_epoch`` do not count). ``clip_norm`` (> 0)
     clips the gradient norm; ``max_bad_steps``: see the module doc.
+
+    In a process group (an initialized one, or one :func:`~pyrovae.infer.distributed.init`
+    makes from torchrun's environment) the run is data-parallel (module doc):
+    ``batch_size`` is the global batch, divided among the ranks. A run made
+    inside ``with pyrovae.infer.distributed.local():`` trains on its process alone.
     """
 
     def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
@@ -113,6 +143,7 @@ class SVIRun:
         self.objective = objective if objective is not None else ELBO()
         self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
         self.clip_norm, self.patience, self.ignore_before_epoch = clip_norm, patience, ignore_before_epoch
+        self.world = distributed.init(device)
         self.seed, self.device, self.run_dir = seed, torch.device(device), run_dir
         self.config = dict(config or {})
         self.progress = progress
@@ -127,6 +158,9 @@ class SVIRun:
             raise ValueError(f"clip_norm must be a number > 0 (or None for no clipping), got {clip_norm!r}")
         if patience is not None:
             _positive_int("patience", patience)
+        if min(batch_size, len(self.train_split)) < self.world.size:
+            raise ValueError(f"a global batch of {min(batch_size, len(self.train_split))} data cannot be divided "
+                             f"among {self.world.size} ranks: use batch_size >= the number of ranks")
         self.max_bad_steps, self.bad_steps = max_bad_steps, 0
         self.folder = run_dir if isinstance(run_dir, RunFolder) else (RunFolder(run_dir) if run_dir else None)
         for m in pair_modules(model, guide):
@@ -138,9 +172,20 @@ class SVIRun:
             self._check_data()
             self.params, self._store_names = self._collect_params()
             self.step_fn = StepFunction(self.module, self.params, step_mode)
+        if self.world.size > 1:
+            self._join_world()
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.history, self.epoch, self.global_step = [], 0, 0
         self.best_val, self.bad_epochs = -math.inf, 0
+
+    def _join_world(self):
+        """Every rank starts from rank 0's parameters and buffers; batch-level objectives are named once."""
+        buffers = [b for m in pair_modules(self.model, self.guide) for b in m.buffers()]
+        self.world.broadcast_([*self.params, *buffers])
+        if isinstance(self.objective, (ControlledCapacity, FreeBits)) and self.world.is_main:
+            warnings.warn(f"pyrovae: {type(self.objective).__name__} applies its batch-level term to each rank's "
+                          f"share of the batch: with {self.world.size} ranks its gradient is the average of the "
+                          "shares' gradients, not the global batch's", stacklevel=3)
 
     def param_scope(self):
         """``with run.param_scope():`` Pyro's param store holds this run's parameters (and only them)."""
@@ -219,7 +264,9 @@ class SVIRun:
 
     def load_state(self, path):
         """Restore everything :meth:`_state` saved; errors name a corrupt or mismatched checkpoint."""
-        state = ckpt_io.load(path)
+        return self._apply_state(ckpt_io.load(path), path)
+
+    def _apply_state(self, state, path):
         ckpt_io.load_pair_state(self.model, self.guide, state["pair"], path)
         load_param_store(self._store_names, state.get("param_store", {}), path)
         try:
@@ -256,17 +303,31 @@ class SVIRun:
         if self.folder is None:
             self._fit()
             return self.history
-        with self.folder:
-            if resume:
-                self.folder.clean()
-                if self.folder.has_checkpoint():  # a run killed before its first epoch starts over
-                    self.load_state(self.folder.checkpoint("last"))
-                    self._write_metrics()  # the log of the committed epochs, also when the kill came before it
-            elif self.folder.has_checkpoint():
-                raise RunFolderError(f"{self.folder.path} already holds a run; resume it or choose another run_dir")
-            self._write_config()
+        world = self.world  # rank 0 holds the folder; the others get what it reads and its errors
+        world.on_main(lambda: self.folder.lock() and None)
+        try:
+            opened = world.on_main(lambda: self._open_folder(resume))
+            if opened is not None:
+                self._apply_state(*opened)
+                world.on_main(self._write_metrics)  # the committed epochs' log, also when the kill came before it
+            world.on_main(self._write_config)
             self._fit()
+        finally:
+            if world.is_main:
+                self.folder.unlock()
         return self.history
+
+    def _open_folder(self, resume):
+        """``(state, path)`` of the last checkpoint to resume from, or None to start afresh (rank 0)."""
+        if resume:
+            self.folder.clean()
+            if self.folder.has_checkpoint():  # a run killed before its first epoch starts over
+                path = self.folder.checkpoint("last")
+                return ckpt_io.load(path), path
+            return None
+        if self.folder.has_checkpoint():
+            raise RunFolderError(f"{self.folder.path} already holds a run; resume it or choose another run_dir")
+        return None
 
     def _write_config(self):
         """``config.json`` for the command line when the run folder has none: what is known of the pair and
@@ -280,7 +341,8 @@ class SVIRun:
         ckpt_io.write_json(path, cfg)
 
     def _fit(self):
-        with self.param_scope(), pyro.validation_enabled(False):
+        alone = distributed.local() if self.world.size == 1 else contextlib.nullcontext()  # as it was made
+        with alone, self.param_scope(), pyro.validation_enabled(False):
             while self.epoch < self.epochs and not self._should_stop():
                 self._train_epoch()
 
@@ -293,18 +355,21 @@ class SVIRun:
         return self.patience is not None and self.bad_epochs >= self.patience
 
     def _train_epoch(self):
-        epoch = self.epoch
+        epoch, world = self.epoch, self.world
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         batches = self.train_split.batch_indices(self.batch_size, generator, shuffle=True)
+        draws = generator  # dynamic binarization continues the shuffling stream on one process
+        if world.size > 1:  # per-rank streams for the latent draws and the binarization, reseeded each epoch
+            torch.manual_seed(distributed.rank_seed(self.seed, epoch, world.rank))
+            draws = torch.Generator().manual_seed(distributed.rank_seed(self.seed, epoch, world.rank, stream=1))
         sums, seen, start = {}, 0, time.perf_counter()
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                   disable=not self.progress, dynamic_ncols=True)
+                   disable=not (self.progress and world.is_main), dynamic_ncols=True)
         self.step_fn.recheck()
         skipped = 0
         for index in batches:
-            batch = self.train_split.materialize(index, generator).to(self.device)
             self.objective.set_progress(epoch, self.global_step)
-            stats = self.step_fn(batch)
+            stats = self._step(index, draws)
             if not self._finite_step(stats):
                 skipped += 1
                 self._diverging(f"epoch {epoch + 1}, step {self.global_step + 1}")
@@ -313,7 +378,7 @@ class SVIRun:
                 continue
             self.optimizer.step()
             self.global_step += 1
-            b = len(batch)
+            b = len(index)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             seen += b
@@ -338,11 +403,30 @@ class SVIRun:
         improved = self._record(row)
         self.epoch += 1
         self.history.append(row)
-        if self.progress:
+        if self.progress and world.is_main:
             tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if self.folder is not None:
-            self.folder.commit(self._state(), self.epoch, improved, self.best_val)
-            self._write_metrics()
+            world.on_main(lambda: self._commit(improved))
+
+    def _commit(self, improved):
+        """Rank 0: this epoch's checkpoint and the metrics log."""
+        self.folder.commit(self._state(), self.epoch, improved, self.best_val)
+        self._write_metrics()
+
+    def _step(self, index, draws):
+        """One SVI step on the global batch ``index``: this rank's share, gradients averaged over the ranks.
+
+        A rank left without data (a last batch smaller than the number of ranks)
+        runs one datum at weight 0, so that every rank takes part in the same collective.
+        """
+        world = self.world
+        rows = world.shard_rows(index)
+        share = len(rows) / len(index)
+        batch = self.train_split.materialize(rows if len(rows) else index[:1], draws).to(self.device)
+        stats = self.step_fn(batch)
+        if world.size == 1:
+            return stats
+        return world.average_gradients(self.params, stats, share)
 
     def _finite_step(self, stats):
         """True when the step's loss statistics and its gradient norm (clipped to ``clip_norm``) are finite."""
