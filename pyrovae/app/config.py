@@ -163,6 +163,10 @@ OPTIONS = (
            group="training"),
     Option("batch_size", 128, "data per SVI step", type=int, check=_positive_int, expect="a positive integer",
            group="training"),
+    Option("batching", "grouped", "with labels of part of the data (--num-labelled): grouped (each batch from one "
+           "group, batches in random order) or mixed (every step a part of every group, weighted by the group's "
+           "share: the M2 paper's minibatches)", choices=("grouped", "mixed"), group="training",
+           applies=lambda cfg: cfg.get("num_labelled") is not None),
     Option("lr", 1e-3, "Adam's learning rate", type=float, check=_positive, expect="a number > 0",
            group="training"),
     Option("clip_norm", None, "clip the gradient norm to this value", type=float, check=_positive,

@@ -127,6 +127,14 @@ class SVIRun:
     ``patience``: stop after that many epochs without a better validation bound
     (epochs before ``ignore_before_epoch`` do not count). ``clip_norm`` (> 0)
     clips the gradient norm; ``max_bad_steps``: see the module doc.
+    ``batching`` matters for data whose optional fields are present for part of
+    the data only (labels of a few, for semi-supervised training):
+    ``"grouped"`` cuts each group into its own batches, interleaved in random
+    order (:meth:`~pyrovae.data.splits.Split.batch_indices`); ``"mixed"`` puts a
+    part of every group into every step, weighted by the group's share, as
+    Kingma et al. 2014 (arXiv 1406.5298) do
+    (:meth:`~pyrovae.data.splits.Split.mixed_batch_indices`: the step's gradient
+    is the weighted sum of one pair call per part).
 
     In a process group (an initialized one, or one :func:`~pyrovae.infer.distributed.init`
     makes from torchrun's environment) the run is data-parallel (module doc):
@@ -136,7 +144,7 @@ class SVIRun:
 
     def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
                  clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu", run_dir=None,
-                 config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10):
+                 config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10, batching="grouped"):
         self.model, self.guide = model, guide
         self.train_split = as_split(train, obs)
         self.val_split = None if val is None else as_split(val, obs)
@@ -147,6 +155,9 @@ class SVIRun:
         self.seed, self.device, self.run_dir = seed, torch.device(device), run_dir
         self.config = dict(config or {})
         self.progress = progress
+        if batching not in ("grouped", "mixed"):
+            raise ValueError(f"batching must be 'grouped' or 'mixed', got {batching!r}")
+        self.batching = batching
         _positive_int("batch_size", batch_size)
         _positive_int("max_bad_steps", max_bad_steps)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -357,7 +368,11 @@ class SVIRun:
     def _train_epoch(self):
         epoch, world = self.epoch, self.world
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        batches = self.train_split.batch_indices(self.batch_size, generator, shuffle=True)
+        if self.batching == "mixed":
+            batches = self.train_split.mixed_batch_indices(self.batch_size, generator)
+        else:
+            batches = [[(rows, 1.0)] for rows in self.train_split.batch_indices(self.batch_size, generator,
+                                                                                 shuffle=True)]
         draws = generator  # dynamic binarization continues the shuffling stream on one process
         if world.size > 1:  # per-rank streams for the latent draws and the binarization, reseeded each epoch
             torch.manual_seed(distributed.rank_seed(self.seed, epoch, world.rank))
@@ -367,9 +382,9 @@ class SVIRun:
                    disable=not (self.progress and world.is_main), dynamic_ncols=True)
         self.step_fn.recheck()
         skipped = 0
-        for index in batches:
+        for parts in batches:
             self.objective.set_progress(epoch, self.global_step)
-            stats = self._step(index, draws)
+            stats = self._mixed_step(parts, draws)
             if not self._finite_step(stats):
                 skipped += 1
                 self._diverging(f"epoch {epoch + 1}, step {self.global_step + 1}")
@@ -378,7 +393,7 @@ class SVIRun:
                 continue
             self.optimizer.step()
             self.global_step += 1
-            b = len(index)
+            b = sum(len(rows) for rows, _ in parts)
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
             seen += b
@@ -412,6 +427,21 @@ class SVIRun:
         """Rank 0: this epoch's checkpoint and the metrics log."""
         self.folder.commit(self._state(), self.epoch, improved, self.best_val)
         self._write_metrics()
+
+    def _mixed_step(self, parts, draws):
+        """One SVI step on ``[(rows, weight), ...]``: ``.grad`` and the stats are the weighted sums over the parts."""
+        if len(parts) == 1 and parts[0][1] == 1.0:
+            return self._step(parts[0][0], draws)
+        total, stats = [None] * len(self.params), {}
+        for rows, weight in parts:
+            part = self._step(rows, draws)
+            total = [t if p.grad is None else (weight * p.grad if t is None else t + weight * p.grad)
+                     for t, p in zip(total, self.params)]
+            for k, v in part.items():
+                stats[k] = stats.get(k, 0.0) + weight * v
+        for p, g in zip(self.params, total):
+            p.grad = g
+        return stats
 
     def _step(self, index, draws):
         """One SVI step on the global batch ``index``: this rank's share, gradients averaged over the ranks.
