@@ -18,7 +18,7 @@ of best validation ELBO; with a constant learning rate they are the same or
 close). Prints one JSON object per candidate; ``--pictures DIR`` saves
 ``<name>-samples.png``, ``<name>-aggregate.png`` and ``<name>-reconstructions.png``.
 
-    nice -n 10 python benchmarks/main_job_search.py --candidate default [--threads 2] [--pictures DIR] [--save DIR]
+    nice -n 10 python benchmarks/main_job_search.py --candidate main-job [--threads 2] [--pictures DIR] [--save DIR]
     python benchmarks/main_job_search.py --reevaluate DIR/*.pt [--pictures DIR]
     python benchmarks/main_job_search.py --list
 
@@ -38,18 +38,29 @@ import torch
 from common import environment
 from pyrovae.app import viz
 from pyrovae.app.build import build_pair
-from pyrovae.app.config import make_config
+from pyrovae.app.config import MAIN_JOB, make_config
 from pyrovae.app.runs import dataset_for, make_objective
 from pyrovae.evaluate.shape_check import ground_truth_accuracy, reconstructions, shape_classifier, shape_summary
 from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
-# every candidate is make_config(**values): the values differing from pyrovae train's defaults
+# the defaults of pyrovae train on shapes before issue 13 (and still for other models and data)
+BEFORE = {"arch": "mlp", "latent_dim": 10, "lr": 1e-3, "batch_size": 128, "epochs": 20, "num_train": 10000}
+# every candidate is make_config(**BEFORE, **values): the values differing from BEFORE
 CANDIDATES = {
-    "default": {},
+    "before": {},
+    "main-job": dict(MAIN_JOB),  # today's default of pyrovae train on shapes
     "mlp-64k-e20": {"num_train": 64000, "epochs": 20},
     "mlp-64k-e20-lr3e-3": {"num_train": 64000, "epochs": 20, "lr": 3e-3},
     "mlp-64k-e14-b64": {"num_train": 64000, "epochs": 14, "batch_size": 64},
     "mlp1024-64k-e9": {"num_train": 64000, "epochs": 9, "hidden": [1024]},
+    "conv-b32-lr2e-3": {"arch": "conv", "batch_size": 32, "lr": 2e-3, "num_train": 32000, "epochs": 3},
+    "conv-b32-lr3e-3-z8": {"arch": "conv", "batch_size": 32, "lr": 3e-3, "latent_dim": 8, "num_train": 32000,
+                           "epochs": 3},
+    "conv-b16-lr1e-3": {"arch": "conv", "batch_size": 16, "lr": 1e-3, "num_train": 32000, "epochs": 2},
+    "mlp-b64-lr2e-3": {"num_train": 64000, "epochs": 6, "batch_size": 64, "lr": 2e-3},
+    "mlp-64k-e12-lr3e-3": {"num_train": 64000, "epochs": 12, "lr": 3e-3},
+    "mlp-64k-e12-lr2e-3-decay": {"num_train": 64000, "epochs": 12, "lr": 2e-3, "decay": 0.75, "decay_after": 6},
+    "mlp512x2-64k-e8-lr2e-3": {"num_train": 64000, "epochs": 8, "lr": 2e-3, "hidden": [512, 512]},
 }
 
 
@@ -85,7 +96,7 @@ class DecayingSVIRun(SVIRun):
 def run_candidate(name, values, args, classifier):
     values = dict(values)
     schedule = {k: values.pop(k) for k in ("decay", "decay_after") if k in values}
-    cfg = make_config(**values, num_test=args.num_test, out=os.devnull)
+    cfg = make_config(**{**BEFORE, **values}, num_test=args.num_test, out=os.devnull)
     data = dataset_for(cfg)
     cfg["image_shape"] = list(data.image_shape)
     pyro.set_rng_seed(cfg["seed"])

@@ -16,12 +16,10 @@ from pyrovae.data import ShapesFactors, Split
 from pyrovae.data.shapes import IMAGE_SIZE, factor_values
 from pyrovae.evaluate import shape_check as sc
 
-TEST_STEPS = 600  # the default is 800; this budget already separates the shapes confidently
-
-
 @pytest.fixture(scope="module")
 def classifier():
-    return sc.train_shape_classifier(seed=0, num_steps=TEST_STEPS)
+    """The judge the main job uses: the default classifier of seed 0."""
+    return sc.shape_classifier(0)
 
 
 def shapes_data(num, seed):
@@ -77,11 +75,13 @@ def test_the_classifier_is_accurate_on_fresh_ground_truth(classifier):
     assert accuracy >= 0.98
 
 
-@pytest.mark.slow
-def test_the_default_classifier_is_accurate_and_cached():
-    net = sc.shape_classifier(0)
-    assert sc.shape_classifier(0) is net
-    assert sc.ground_truth_accuracy(net, num=3000, seed=777) >= 0.98
+def test_the_default_classifier_is_trained_once_per_process(classifier):
+    assert sc.shape_classifier(0) is classifier
+
+
+def test_binary_renders_are_confident(classifier):
+    images, _ = shapes_data(2000, 19)
+    assert sc.shape_confidence(images, classifier).confident >= 0.98  # the ceiling of prior_sample_confidence
 
 
 def test_training_is_deterministic_for_a_seed():
@@ -156,8 +156,11 @@ def test_shape_summary_holds_the_figures(classifier):
     images, factors = shapes_data(60, 17)
     summary = sc.shape_summary(identity_model, identity_guide, Split(images, factors), num=50, classifier=classifier)
     assert set(summary) == {"reconstruction_shape_accuracy", "reconstruction_shape_accuracy_by_shape",
-                            "prior_sample_confidence", "aggregate_posterior_confidence"}
-    assert summary["aggregate_posterior_confidence"]["num"] == 50
+                            "prior_sample_confidence", "aggregate_posterior_confidence", "prior_samples",
+                            "aggregate_posterior_samples"}
+    assert summary["aggregate_posterior_samples"]["num"] == 50
+    assert summary["aggregate_posterior_confidence"] == summary["aggregate_posterior_samples"]["confident"] >= 0.95
+    assert summary["reconstruction_shape_accuracy"] >= 0.95
     assert set(summary["reconstruction_shape_accuracy_by_shape"]) == {"square", "ellipse", "heart"}
 
 
