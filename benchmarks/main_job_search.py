@@ -59,6 +59,7 @@ CANDIDATES = {
     "conv-b16-lr1e-3": {"arch": "conv", "batch_size": 16, "lr": 1e-3, "num_train": 32000, "epochs": 2},
     "mlp-b64-lr2e-3": {"num_train": 64000, "epochs": 6, "batch_size": 64, "lr": 2e-3},
     "mlp-64k-e12-lr3e-3": {"num_train": 64000, "epochs": 12, "lr": 3e-3},
+    "mlp-b64-lr3e-3-e8": {"num_train": 64000, "epochs": 8, "batch_size": 64, "lr": 3e-3},
     "mlp-64k-e12-lr2e-3-decay": {"num_train": 64000, "epochs": 12, "lr": 2e-3, "decay": 0.75, "decay_after": 6},
     "mlp512x2-64k-e8-lr2e-3": {"num_train": 64000, "epochs": 8, "lr": 2e-3, "hidden": [512, 512]},
 }
