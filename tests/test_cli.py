@@ -110,7 +110,7 @@ def test_the_main_job_defaults_apply_to_the_vae_on_shapes_only():
     main_job = make_config(out="run")
     assert {k: main_job[k] for k in MAIN_JOB} == MAIN_JOB and main_job["given"] == ["out"]
     given = make_config(out="run", lr=1e-4, epochs=2)  # options given win
-    assert (given["lr"], given["epochs"], given["batch_size"]) == (1e-4, 2, MAIN_JOB["batch_size"])
+    assert (given["lr"], given["epochs"], given["num_train"]) == (1e-4, 2, MAIN_JOB["num_train"])
     for other in ({"model": "hvae"}, {"dataset": "mnist"}, {"dataset": "rivers"}):
         cfg = make_config(out="run", **other)
         assert {k: cfg[k] for k in MAIN_JOB} == {k: defaults[k] for k in MAIN_JOB}, other
