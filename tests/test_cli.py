@@ -19,9 +19,18 @@ def test_train_then_evaluate(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
+    # the shape check of a run on shapes: printed, in summary.json and in the report beside both kinds of samples
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("reconstruction_shape_accuracy", "prior_sample_confidence", "aggregate_posterior_confidence"):
+        assert 0 <= summary[key] <= 1, key
+    assert f"reconstructions with the test image's shape: {100 * summary['reconstruction_shape_accuracy']:.1f}%" \
+        in printed
+    assert "prior samples showing one shape" in printed
+    assert summary["prior_samples"]["num"] == 64 and (out / "aggregate_samples.png").stat().st_size > 0
+    report = (out / "report.html").read_text()
+    assert "Did it learn the shapes?" in report and report.count("<b>aggregate_samples.png</b>") == 1
     assert main(["evaluate", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    summary = json.loads((out / "summary.json").read_text())
     assert abs(result["test_elbo"] - summary["test_elbo"]) < 1e-6
 
 
@@ -92,3 +101,16 @@ def test_iwae_training_and_the_other_commands(tmp_path, capsys):
     assert set(scores) == {"beta_vae", "factor_vae", "mig", "dci", "sap"}
     assert main(["train", "--out", str(tmp_path / "r2"), "--dreg", *SMALL]) == 2
     assert "--dreg applies to --objective iwae only" in capsys.readouterr().err
+
+
+def test_the_main_job_defaults_apply_to_the_vae_on_shapes_only():
+    from pyrovae.app.config import MAIN_JOB, OPTIONS, make_config
+
+    defaults = {o.name: o.default for o in OPTIONS}
+    main_job = make_config(out="run")
+    assert {k: main_job[k] for k in MAIN_JOB} == MAIN_JOB and main_job["given"] == ["out"]
+    given = make_config(out="run", lr=1e-4, epochs=2)  # options given win
+    assert (given["lr"], given["epochs"], given["num_train"]) == (1e-4, 2, MAIN_JOB["num_train"])
+    for other in ({"model": "hvae"}, {"dataset": "mnist"}, {"dataset": "rivers"}):
+        cfg = make_config(out="run", **other)
+        assert {k: cfg[k] for k in MAIN_JOB} == {k: defaults[k] for k in MAIN_JOB}, other

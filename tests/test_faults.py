@@ -207,7 +207,8 @@ def test_options_given_with_resume_must_match_the_run(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", "--out", str(out), "--lr", "0.5", "--seed", "3", "--epochs", "4"]) == 2
     err = capsys.readouterr().err
-    assert "--lr 0.5 (the run has 0.001)" in err and "--seed 3 (the run has 0)" in err and "--epochs" not in err
+    run_lr = json.loads((out / "config.json").read_text())["lr"]  # the vae on shapes' default
+    assert f"--lr 0.5 (the run has {run_lr!r})" in err and "--seed 3 (the run has 0)" in err and "--epochs" not in err
     assert main(["train", "--resume", "--out", str(out), "--epochs", "4", "--no-progress"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 4
 

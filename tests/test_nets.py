@@ -26,3 +26,10 @@ def test_conv_networks_take_rgb_images_and_decode_the_likelihoods_channels():
     enc, dec = make_networks("conv", (3, 64, 64), latent_dim=4, output_shape=(6, 64, 64))
     loc, _ = enc(torch.rand(2, 5, 3, 64, 64))
     assert loc.shape == (2, 5, 4) and dec(loc).shape == (2, 5, 6, 64, 64)
+
+
+def test_conv_networks_take_one_hidden_width_as_the_command_line_gives_it():
+    enc, dec = make_networks("conv", (1, 64, 64), latent_dim=3, hidden=[48])  # --hidden 48
+    assert enc.head.loc.in_features == 48 and dec.net[0].out_features == 48
+    with pytest.raises(ValueError, match=r"one fully connected hidden layer; got hidden sizes \[48, 48\]"):
+        make_networks("conv", (1, 64, 64), latent_dim=3, hidden=[48, 48])

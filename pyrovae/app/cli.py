@@ -52,10 +52,13 @@ def cmd_train(args):
     print(f"epochs: {summary['epochs_run']}, training wall time: {summary['train_seconds']:.1f} s")
     for name, why in summary.get("pictures_skipped", {}).items():
         print(f"no {name}: {why}")
-    for key, label in (("reconstruction_shape_accuracy", "shape of the reconstructions recognized"),
-                       ("prior_sample_confidence", "prior samples recognized with confidence")):
+    for key, label in (("reconstruction_shape_accuracy", "reconstructions with the test image's shape"),
+                       ("prior_sample_confidence", "prior samples showing one shape (p > 0.9)"),
+                       ("aggregate_posterior_confidence", "aggregate-posterior samples showing one shape")):
         if summary.get(key) is not None:
             print(f"{label}: {100 * summary[key]:.1f}%")
+    if "shape_check_skipped" in summary:
+        print(f"no shape check: {summary['shape_check_skipped']}")
 
 
 def cmd_evaluate(args):

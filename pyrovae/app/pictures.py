@@ -28,6 +28,9 @@ PICTURES = {  # file name -> caption, in the order shown
     "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
                            "validation ELBO at the end of each epoch.",
     "samples.png": "Samples: the mean of p(x|z) for z ~ p(z).",
+    "aggregate_samples.png": "Samples of the aggregate posterior: the mean of p(x|z) for z ~ q(z|x_n), n a "
+                             "random test datum. Where these look right and the prior's samples do not, the "
+                             "prior puts mass where q(z) = (1/N) sum_n q(z|x_n) has none (holes).",
     "reconstructions.png": "Test inputs (odd rows) and the mean of p(x|z), z ~ q(z|x) (even rows).",
     "traversals.png": "Latent traversals: one test input's guide means, one dimension swept at a time "
                       "over the prior's mean +- 3 sd; rows by decreasing KL per dimension.",
@@ -190,6 +193,10 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10, num_fa
                     path("reconstructions.png"), shape=shape, **_rows(kwargs, 32))
         if "samples.png" in wanted:
             attempt("samples.png", _save_samples, run.model, x[:64], path("samples.png"), shape, **_rows(kwargs, 64))
+        if "aggregate_samples.png" in wanted:
+            pick = torch.randperm(n)[:64]
+            attempt("aggregate_samples.png", _save_aggregate_samples, run.model, run.guide, x[pick],
+                    path("aggregate_samples.png"), shape, **_rows(kwargs, pick))
         if kwargs:  # the latent pictures decode guide means with the data alone
             for name in ("traversals.png", "interpolations.png", "latent_scatter.png", *_FACTOR_PICTURES):
                 if name in wanted:
@@ -219,12 +226,19 @@ def write_run_pictures(run, overwrite=False, num_points=500, max_dims=10, num_fa
     return {"pictures": drawn, "pictures_skipped": skipped}
 
 
-def _rows(kwargs, n):
-    return {k: None if v is None else v[:n] for k, v in kwargs.items()}
+def _rows(kwargs, rows):
+    """The keyword fields' rows: the first ``rows`` (an int) or those indexed by ``rows``."""
+    index = slice(rows) if isinstance(rows, int) else rows
+    return {k: None if v is None else v[index] for k, v in kwargs.items()}
 
 
 def _save_samples(model, x, path, shape, **kwargs):
     viz.save_grid(viz.sample_means(model, x, **kwargs), path, title="samples: mean of p(x|z), z ~ p(z)", shape=shape)
+
+
+def _save_aggregate_samples(model, guide, x, path, shape, **kwargs):
+    viz.save_grid(viz.reconstruction_means(model, guide, x, **kwargs), path, shape=shape,
+                  title="aggregate posterior samples: mean of p(x|z), z ~ q(z|x_n)")
 
 
 def _label_names(cfg, labels):

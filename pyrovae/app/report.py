@@ -150,8 +150,37 @@ def _disentanglement_table(scores):
     return "<table>" + "".join(rows) + "</table>"
 
 
-def _pictures_section(run_dir):
-    names = [n for n in PICTURES if os.path.exists(os.path.join(run_dir, n))]
+HOLES_GAP = 0.1  # aggregate-posterior minus prior confident fractions above which the report speaks of holes
+
+
+def _shape_section(run_dir):
+    """The shape check of a ``shapes`` run (:func:`pyrovae.app.runs.shape_check`): its figures, then the prior's
+    samples beside the aggregate posterior's. ``("", ())`` without one, else ``(html, pictures shown)``."""
+    found = _read_json(os.path.join(run_dir, "summary.json"))
+    summary = found[0] if found and found[0] else {}
+    if not isinstance(summary, dict) or summary.get("reconstruction_shape_accuracy") is None:
+        return "", ()
+    prior, aggregate = summary.get("prior_sample_confidence"), summary.get("aggregate_posterior_confidence")
+    figures = {"reconstructions with the test image's shape (chance 1/3)": summary["reconstruction_shape_accuracy"],
+               "... per true shape": summary.get("reconstruction_shape_accuracy_by_shape"),
+               "prior samples showing one shape (classifier p > 0.9)": prior,
+               "aggregate-posterior samples showing one shape": aggregate}
+    parts = ["<h2>Did it learn the shapes?</h2>",
+             '<p class="note">A shape classifier trained on ground-truth renders '
+             "(<code>pyrovae.evaluate.shape_check</code>) reads the run's pictures: the mean of p(x|z).</p>",
+             _table(figures)]
+    if isinstance(prior, float) and isinstance(aggregate, float) and aggregate - prior > HOLES_GAP:
+        parts.append(f'<p class="note"><b>The prior leaves holes:</b> {100 * prior:.0f}% of the samples from p(z) '
+                     f"show one shape against {100 * aggregate:.0f}% of those from the aggregate posterior q(z): "
+                     "p(z) puts mass where no training image is encoded.</p>")
+    shown = tuple(n for n in ("samples.png", "aggregate_samples.png") if os.path.exists(os.path.join(run_dir, n)))
+    parts.append('<div style="display: flex; gap: 1em">' + "".join(
+        f'<div style="flex: 1">{_figure(os.path.join(run_dir, n), PICTURES[n])}</div>' for n in shown) + "</div>")
+    return "".join(parts), shown
+
+
+def _pictures_section(run_dir, shown=()):
+    names = [n for n in PICTURES if os.path.exists(os.path.join(run_dir, n)) and n not in shown]
     names += [n for n in _pngs(run_dir) if n not in PICTURES]
     if not names:
         return ""
@@ -221,8 +250,9 @@ def write_report(run_dir, out=None, pictures=True, run=None):
         with run.scope():
             write_run_pictures(run)
     title = f"pyrovae run report: {os.path.basename(os.path.normpath(run_dir))}"
-    body = [f"<h1>{_esc(title)}</h1>", _metrics_section(run_dir), _config_section(cfg),
-            _pictures_section(run_dir), _ppc_section(run_dir)]
+    shapes, shown = _shape_section(run_dir)
+    body = [f"<h1>{_esc(title)}</h1>", _metrics_section(run_dir), shapes, _config_section(cfg),
+            _pictures_section(run_dir, shown), _ppc_section(run_dir)]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_esc(title)}</title><style>{_STYLE}</style></head>\n<body>\n"
             + "\n".join(part for part in body if part) + "\n</body></html>\n")

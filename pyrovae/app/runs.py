@@ -21,6 +21,7 @@ only rank 0's machine needs the folder. Every rank loads the data itself.
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import pyro
@@ -31,6 +32,7 @@ from pyrovae.app import pictures
 from pyrovae.app.build import build_pair, likelihood_name
 from pyrovae.app.config import ConfigError, applicable, check_resume
 from pyrovae.data import load_dataset
+from pyrovae.evaluate.shape_check import shape_classifier, shape_summary
 from pyrovae.infer import checkpoint as ckpt_io
 from pyrovae.infer import distributed
 from pyrovae.infer.elbo import ELBO
@@ -319,9 +321,35 @@ def _finish(folder, loaded, summary):
 
     with distributed.local(), loaded.scope():
         summary = {**summary, **pictures.write_run_pictures(loaded, overwrite=True)}
+        summary.update(shape_check(loaded))
         ckpt_io.write_json(folder.file("summary.json"), summary)
         write_report(folder.path, run=None, pictures=False)
     return summary
+
+
+def shape_check(run, num=1000):
+    """The shape figures of a run on ``shapes``; ``{}`` for other data.
+
+    :func:`pyrovae.evaluate.shape_check.shape_summary` of the run's pair on the
+    first ``num`` test images, judged by the classifier of seed 0 (the same judge
+    for every run), trained here in this process (nothing cached on disk), with
+    ``shape_check_seconds`` (classifier and figures). A pair that takes keyword
+    fields, or cannot be read, gets ``shape_check_skipped`` (why) and a warning
+    instead. The run's param store must be in scope (``with run.scope():``).
+    """
+    if run.cfg.get("dataset") != "shapes":
+        return {}
+    if run.data.test.keywords:
+        return {"shape_check_skipped": "the pair takes keyword fields; the shape check reads x alone"}
+    start = time.perf_counter()
+    try:
+        figures = shape_summary(run.model, run.guide, run.data.test, num=num, seed=run.cfg.get("seed", 0),
+                                classifier=shape_classifier(0))
+    except (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError, IndexError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        warnings.warn(f"no shape check: {reason}", stacklevel=2)
+        return {"shape_check_skipped": reason}
+    return {**figures, "shape_check_seconds": time.perf_counter() - start}
 
 
 def config_view(cfg):
@@ -331,4 +359,4 @@ def config_view(cfg):
 
 
 __all__ = ["ConfigError", "Run", "RunError", "config_view", "dataset_for", "load_run",
-           "make_objective", "objective_from_config", "read_config", "train"]
+           "make_objective", "objective_from_config", "read_config", "shape_check", "train"]

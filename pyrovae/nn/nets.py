@@ -210,6 +210,14 @@ class ContextEncoder(nn.Module):
 ARCHITECTURES = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder)}
 
 
+def _one_width(hidden):
+    """The conv networks' one fully connected width: an int, or a sequence holding one (``--hidden 256``)."""
+    widths = list(hidden) if isinstance(hidden, (list, tuple)) else [hidden]
+    if len(widths) != 1:
+        raise ValueError(f"the conv networks have one fully connected hidden layer; got hidden sizes {widths}")
+    return int(widths[0])
+
+
 def make_networks(arch, image_shape, latent_dim, hidden=None, activation="relu", output_shape=None):
     """Build a matching (encoder, decoder) pair by name: ``"mlp"`` or ``"conv"``.
 
@@ -221,5 +229,5 @@ def make_networks(arch, image_shape, latent_dim, hidden=None, activation="relu",
     enc_cls, dec_cls = ARCHITECTURES[arch]
     kw = {"activation": activation}
     if hidden is not None:
-        kw["hidden"] = tuple(hidden) if arch == "mlp" else int(hidden)
+        kw["hidden"] = tuple(hidden) if arch == "mlp" else _one_width(hidden)
     return enc_cls(image_shape, latent_dim, **kw), dec_cls(output_shape or image_shape, latent_dim, **kw)

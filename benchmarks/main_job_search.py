@@ -1,0 +1,178 @@
+"""Which training configuration of the main job (``pyrovae train`` on ``shapes``) learns the shapes?
+
+Each candidate trains a VAE pair (:func:`pyrovae.app.build.build_pair` of
+:func:`pyrovae.app.config.make_config`) with :class:`pyrovae.SVIRun` as
+``pyrovae train`` would (the 1,000-image validation split is scored each
+epoch, as in the CLI), then measures
+
+- the test ELBO (:func:`pyrovae.evaluate_elbo`, 1,000 test images);
+- ``reconstruction_shape_accuracy``, ``prior_sample_confidence`` and
+  ``aggregate_posterior_confidence`` of :mod:`pyrovae.evaluate.shape_check` on
+  the same test images (the classifier is trained once, outside the timing);
+- the wall time and the CPU time (``time.process_time``: all threads of this
+  process) of the training loop, the number of SVI steps, torch's thread count
+  and the load average of the machine before and after (the 2 cores are shared).
+
+The run's last parameters are measured (the CLI reloads ``best.pt``, the epoch
+of best validation ELBO; with a constant learning rate they are the same or
+close). Prints one JSON object per candidate; ``--pictures DIR`` saves
+``<name>-samples.png``, ``<name>-aggregate.png`` and ``<name>-reconstructions.png``.
+
+    nice -n 10 python benchmarks/main_job_search.py --candidate main-job [--threads 2] [--pictures DIR] [--save DIR]
+    python benchmarks/main_job_search.py --reevaluate DIR/*.pt [--pictures DIR]
+    python benchmarks/main_job_search.py --list
+
+A candidate's ``decay`` and ``decay_after`` (not ``pyrovae train`` settings)
+multiply the learning rate by ``decay`` each epoch after ``decay_after``
+(:class:`DecayingSVIRun`, an experiment).
+"""
+
+import argparse
+import json
+import os
+import time
+
+import pyro
+import torch
+
+from common import environment
+from pyrovae.app import viz
+from pyrovae.app.build import build_pair
+from pyrovae.app.config import MAIN_JOB, make_config
+from pyrovae.app.runs import dataset_for, make_objective
+from pyrovae.evaluate.shape_check import ground_truth_accuracy, reconstructions, shape_classifier, shape_summary
+from pyrovae.infer.svi import SVIRun, evaluate_elbo
+
+# the defaults of pyrovae train on shapes before issue 13 (and still for other models and data)
+BEFORE = {"arch": "mlp", "latent_dim": 10, "lr": 1e-3, "batch_size": 128, "epochs": 20, "num_train": 10000}
+# every candidate is make_config(**BEFORE, **values): the values differing from BEFORE
+CANDIDATES = {
+    "before": {},
+    "main-job": dict(MAIN_JOB),  # today's default of pyrovae train on shapes
+    "mlp-64k-e20": {"num_train": 64000, "epochs": 20},
+    "mlp-64k-e20-lr3e-3": {"num_train": 64000, "epochs": 20, "lr": 3e-3},
+    "mlp-64k-e14-b64": {"num_train": 64000, "epochs": 14, "batch_size": 64},
+    "mlp1024-64k-e9": {"num_train": 64000, "epochs": 9, "hidden": [1024]},
+    "conv-b32-lr2e-3": {"arch": "conv", "batch_size": 32, "lr": 2e-3, "num_train": 32000, "epochs": 3},
+    "conv-b32-lr3e-3-z8": {"arch": "conv", "batch_size": 32, "lr": 3e-3, "latent_dim": 8, "num_train": 32000,
+                           "epochs": 3},
+    "conv-b16-lr1e-3": {"arch": "conv", "batch_size": 16, "lr": 1e-3, "num_train": 32000, "epochs": 2},
+    "mlp-b64-lr2e-3": {"num_train": 64000, "epochs": 6, "batch_size": 64, "lr": 2e-3},
+    "mlp-64k-e12-lr3e-3": {"num_train": 64000, "epochs": 12, "lr": 3e-3},
+    "mlp-b64-lr3e-3-e8": {"num_train": 64000, "epochs": 8, "batch_size": 64, "lr": 3e-3},
+    "mlp-64k-e12-lr2e-3-decay": {"num_train": 64000, "epochs": 12, "lr": 2e-3, "decay": 0.75, "decay_after": 6},
+    "mlp512x2-64k-e8-lr2e-3": {"num_train": 64000, "epochs": 8, "lr": 2e-3, "hidden": [512, 512]},
+}
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--candidate", action="append", help="a name of CANDIDATES (repeat for several)")
+    p.add_argument("--list", action="store_true", help="print the candidates and exit")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training and evaluation")
+    p.add_argument("--num-test", type=int, default=1000)
+    p.add_argument("--pictures", help="folder for the pictures of each candidate")
+    p.add_argument("--save", help="folder for each candidate's trained pair (state dicts)")
+    p.add_argument("--reevaluate", nargs="+", metavar="PT", help="measure pairs saved by --save again, no training")
+    return p.parse_args()
+
+
+class DecayingSVIRun(SVIRun):
+    """:class:`SVIRun` with the learning rate multiplied by ``decay`` ** (epochs past ``decay_after``).
+
+    An experiment only: ``SVIRun`` has no schedule, so a candidate with
+    ``decay`` measures whether one is worth adding there.
+    """
+
+    def __init__(self, *args, decay=1.0, decay_after=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decay, self.decay_after = decay, decay_after
+
+    def _train_epoch(self):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * self.decay ** max(0, self.epoch - self.decay_after)
+        super()._train_epoch()
+
+
+def run_candidate(name, values, args, classifier):
+    values = dict(values)
+    schedule = {k: values.pop(k) for k in ("decay", "decay_after") if k in values}
+    cfg = make_config(**{**BEFORE, **values}, num_test=args.num_test, out=os.devnull)
+    data = dataset_for(cfg)
+    cfg["image_shape"] = list(data.image_shape)
+    pyro.set_rng_seed(cfg["seed"])
+    model, guide, _ = build_pair(cfg, data.train)
+    run = DecayingSVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
+                         batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
+                         seed=cfg["seed"], step_mode=cfg["step_mode"], progress=False, **schedule)
+    load_before = os.getloadavg()
+    wall, cpu = time.perf_counter(), time.process_time()
+    run.fit()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    load_after = os.getloadavg()
+    row = {"candidate": name, "config": {**values, **schedule}, "steps": run.global_step, "train_wall_s": round(wall, 1),
+           "train_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
+           "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in load_after],
+           "val_elbo": [round(r["val_elbo"], 2) for r in run.history],
+           "test_elbo": round(evaluate_elbo(model, guide, data.test), 2)}
+    figures = shape_summary(model, guide, data.test, num=args.num_test, classifier=classifier)
+    row.update(figures)
+    if args.pictures:
+        save_pictures(name, model, guide, data.test, args.pictures)
+    if args.save:
+        os.makedirs(args.save, exist_ok=True)
+        torch.save({"config": cfg, "model": model.state_dict(), "guide": guide.state_dict(), "row": row},
+                   os.path.join(args.save, f"{name}.pt"))
+    return row
+
+
+def reevaluate(path, args, classifier):
+    """The figures of a pair saved by ``--save``, measured again (with this classifier); training figures kept."""
+    saved = torch.load(path, weights_only=False)
+    cfg = saved["config"]
+    data = dataset_for(cfg)
+    model, guide, _ = build_pair(cfg, data.train)
+    model.load_state_dict(saved["model"])
+    guide.load_state_dict(saved["guide"])
+    row = dict(saved.get("row", {"candidate": os.path.basename(path)[:-3]}))
+    row["test_elbo"] = round(evaluate_elbo(model, guide, data.test), 2)
+    row.update(shape_summary(model, guide, data.test, num=args.num_test, classifier=classifier))
+    if args.pictures:
+        save_pictures(row["candidate"], model, guide, data.test, args.pictures)
+    return row
+
+
+def save_pictures(name, model, guide, test, folder):
+    os.makedirs(folder, exist_ok=True)
+    x = test.data[:64]
+    viz.save_grid(viz.sample_means(model, x), os.path.join(folder, f"{name}-samples.png"),
+                  title=f"{name}: prior samples, mean of p(x|z), z ~ p(z)")
+    index = torch.randint(len(test), (64,), generator=torch.Generator().manual_seed(1))
+    viz.save_grid(reconstructions(model, guide, test.data[index]), os.path.join(folder, f"{name}-aggregate.png"),
+                  title=f"{name}: mean of p(x|z), z ~ q(z|x_n), random test images n")
+    viz.save_reconstructions(model, guide, test.data[:32], os.path.join(folder, f"{name}-reconstructions.png"))
+
+
+def main():
+    args = parse_args()
+    if args.list:
+        print(json.dumps(CANDIDATES, indent=1))
+        return
+    names = [] if args.reevaluate else args.candidate or list(CANDIDATES)
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        raise SystemExit(f"unknown candidates {unknown}; known: {sorted(CANDIDATES)}")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    classifier = shape_classifier(0)
+    print(json.dumps({"classifier_train_s": round(time.perf_counter() - start, 1),
+                      "classifier_ground_truth_accuracy": ground_truth_accuracy(classifier), **environment()}),
+          flush=True)
+    for path in args.reevaluate or []:
+        print(json.dumps(reevaluate(path, args, classifier)), flush=True)
+    for name in names:
+        print(json.dumps(run_candidate(name, CANDIDATES[name], args, classifier)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
