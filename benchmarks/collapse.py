@@ -29,7 +29,7 @@ the final parameters are scored on the first ``--num-test`` test images:
   draws on the first ``--num-nll`` test images (a PixelCNN pass per draw, so K is
   kept small; with a collapsed code q(z|x) = p(z) and any K is exact in expectation).
 
-    python benchmarks/collapse.py --data-dir DIR [--epochs 10] [--num-train 4000] [--rows mlp,pixelcnn,warmup,freebits]
+    python benchmarks/collapse.py --data-dir DIR [--epochs 8] [--warmup 6] [--num-train 3000] [--rows mlp,pixelcnn,warmup,freebits]
 
 For a quick check: ``--epochs 1 --num-train 200 --num-test 50 --num-nll 5 --iw-samples 5``.
 """
@@ -114,12 +114,12 @@ def main():
                         help="folder with binarized_mnist_{train,valid,test}.amat[.gz] (default: "
                              "$BINARIZED_MNIST_DIR)")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows among {list(ROWS)}")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs per row (the same for every row)")
-    parser.add_argument("--warmup", type=int, default=8, help="KL warm-up epochs (warmup row)")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per row (the same for every row)")
+    parser.add_argument("--warmup", type=int, default=6, help="KL warm-up epochs (warmup row)")
     parser.add_argument("--free-bits", type=float, default=0.5, help="nats per latent dimension (freebits row)")
-    parser.add_argument("--num-train", type=int, default=4000, help="training images (the first of the file)")
-    parser.add_argument("--num-test", type=int, default=1000, help="test images for KL, active units, MI, ELBO")
-    parser.add_argument("--num-nll", type=int, default=200, help="test images for the NLL")
+    parser.add_argument("--num-train", type=int, default=3000, help="training images (the first of the file)")
+    parser.add_argument("--num-test", type=int, default=500, help="test images for KL, active units, MI, ELBO")
+    parser.add_argument("--num-nll", type=int, default=100, help="test images for the NLL")
     parser.add_argument("--iw-samples", type=int, default=100, help="importance samples per image for the NLL")
     parser.add_argument("--latent-dim", type=int, default=32)
     parser.add_argument("--hidden", type=int, nargs="+", default=[300])
