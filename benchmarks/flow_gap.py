@@ -31,7 +31,7 @@ the test file:
 The paper's numbers (their networks are ResNets with 1920 / 320 units trained for
 far longer, IAF's width per row as in the table) are printed beside.
 
-    python benchmarks/flow_gap.py --data-dir DIR [--epochs 10] [--num-test 500] [--rows diagonal,iaf2,iaf4]
+    python benchmarks/flow_gap.py --data-dir DIR [--epochs 10] [--num-test 200] [--rows diagonal,iaf2,iaf4]
 
 For a quick check: ``--epochs 1 --num-train 1000 --num-test 10 --iw-samples 100``.
 """
@@ -112,7 +112,7 @@ def main():
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows among {list(ROWS)}")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per row (the same for every row)")
     parser.add_argument("--num-train", type=int, default=None, help="train on the first N images only (quick checks)")
-    parser.add_argument("--num-test", type=int, default=500, help="test images for the NLL, ELBO and gap")
+    parser.add_argument("--num-test", type=int, default=200, help="test images for the NLL, ELBO and gap")
     parser.add_argument("--iw-samples", type=int, default=5000)
     parser.add_argument("--elbo-draws", type=int, default=100, help="guide draws per image for its ELBO")
     parser.add_argument("--latent-dim", type=int, default=32)
