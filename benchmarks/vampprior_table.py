@@ -56,7 +56,7 @@ def main():
         summary = train(cfg, progress=False)
         train_s = time.perf_counter() - start
         run = load_run(cfg["out"])
-    model, guide, data = run.model, run.guide, run.data
+        model, guide, data = run.model, run.guide, run.data
         test = data.test.fixed(args.seed)
         x = test.data[:args.num_test]
         start = time.perf_counter()

@@ -3,6 +3,8 @@
 import json
 import textwrap
 
+import numpy as np
+
 from pyrovae.app.cli import main
 
 SMALL = ["--num-train", "256", "--val-size", "64", "--num-test", "64", "--epochs", "2", "--hidden", "32",
@@ -114,3 +116,16 @@ def test_the_main_job_defaults_apply_to_the_vae_on_shapes_only():
     for other in ({"model": "hvae"}, {"dataset": "mnist"}, {"dataset": "rivers"}):
         cfg = make_config(out="run", **other)
         assert {k: cfg[k] for k in MAIN_JOB} == {k: defaults[k] for k in MAIN_JOB}, other
+
+
+def test_train_on_binarized_mnist_files(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("valid", 16), ("test", 16)):
+        rows = rng.integers(0, 2, size=(n, 784))
+        (tmp_path / f"binarized_mnist_{split}.amat").write_text("".join(" ".join(map(str, r)) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "binarized-mnist", "--data-dir", str(tmp_path), "--out", str(out),
+                 "--epochs", "1", "--hidden", "16", "--batch-size", "32", "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["dataset"], config["binarize"], config["likelihood"]) == ("binarized-mnist", "none", "bernoulli")
+    assert json.loads((out / "summary.json").read_text())["num_test"] == 16

@@ -173,3 +173,52 @@ def test_mixed_batches_without_optional_fields_are_plain_batches():
     steps = split.mixed_batch_indices(100, torch.Generator().manual_seed(0))
     assert [len(step) for step in steps] == [1, 1] and all(step[0][1] == 1.0 for step in steps)
     assert sorted(torch.cat([step[0][0] for step in steps]).tolist()) == list(range(250))
+
+
+def _write_amat(path, images, compressed):
+    text = "".join(" ".join(str(int(v)) for v in image.reshape(-1)) + "\n" for image in images)
+    with (gzip.open if compressed else open)(path, "wb") as f:
+        f.write(text.encode())
+
+
+def _amat_folder(folder, sizes=(12, 4, 6), compressed=True):
+    rng = np.random.default_rng(2)
+    images = {split: rng.integers(0, 2, size=(n, 28, 28)) for split, n in zip(("train", "valid", "test"), sizes)}
+    for split, array in images.items():
+        _write_amat(folder / f"binarized_mnist_{split}.amat{'.gz' if compressed else ''}", array, compressed)
+    return images
+
+
+@pytest.mark.parametrize("compressed", [True, False], ids=["gz", "plain"])
+def test_binarized_mnist_reads_larochelles_files_exactly(tmp_path, compressed):
+    images = _amat_folder(tmp_path, compressed=compressed)
+    data = load_dataset("binarized-mnist", data_dir=str(tmp_path))
+    for split, name in ((data.train, "train"), (data.val, "valid"), (data.test, "test")):
+        assert split.data.shape == (len(images[name]), 1, 28, 28) and split.labels is None
+        assert split.binarize is None and np.array_equal(split.data[:, 0].numpy(), images[name])
+    first = load_dataset("binarized-mnist", data_dir=str(tmp_path), num_train=5, val_size=3, num_test=2)
+    assert (len(first.train), len(first.val), len(first.test)) == (5, 3, 2)
+    assert torch.equal(first.val.data, data.val.data[:3])
+    with pytest.raises(ValueError, match="binary already"):
+        load_dataset("binarized-mnist", data_dir=str(tmp_path), binarize="dynamic")
+    with pytest.raises(ValueError, match="num_test 7 exceeds the 6 images"):
+        load_dataset("binarized-mnist", data_dir=str(tmp_path), num_test=7)
+
+
+def test_binarized_mnist_names_missing_files_and_bad_lines(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs the folder"):
+        load_dataset("binarized-mnist")
+    _amat_folder(tmp_path)
+    (tmp_path / "binarized_mnist_valid.amat.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"not found in .*: binarized_mnist_valid\.amat\[\.gz\]"):
+        load_dataset("binarized-mnist", data_dir=str(tmp_path))
+    good = " ".join(["0"] * 784)
+    for lines, message in (([good, " ".join(["1"] * 783)], "line 2: 783 values, expected 784"),
+                           ([good, good.replace("0", "2", 1)], "line 2: value '2' at position 1 is not 0 or 1"),
+                           ([good[:-1] + "0.5"], "line 1: value '0.5' at position 784 is not 0 or 1"),
+                           ([good, "", good], "line 2: 0 values")):
+        (tmp_path / "binarized_mnist_valid.amat").write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=message):
+            load_dataset("binarized-mnist", data_dir=str(tmp_path))
+    (tmp_path / "binarized_mnist_valid.amat").write_text(good + "\n\n\n")  # blank lines at the end are no images
+    assert len(load_dataset("binarized-mnist", data_dir=str(tmp_path)).val) == 1

@@ -1,4 +1,4 @@
-"""Datasets: the built-in procedural ``shapes`` and ``rivers``, dSprites, MNIST and Fashion-MNIST.
+"""Datasets: the built-in procedural ``shapes`` and ``rivers``, dSprites, MNIST, Fashion-MNIST and binarized MNIST.
 
 :func:`load_dataset` returns a :class:`Dataset` of train / validation / test
 :class:`~pyrovae.data.splits.Split` s with values in [0, 1].
@@ -9,12 +9,13 @@ import torch
 
 from pyrovae.data.dsprites import DSprites
 from pyrovae.data import rivers
+from pyrovae.data.binarized_mnist import load_amat_splits
 from pyrovae.data.mnist import load_idx_split
 from pyrovae.data.rivers import RiversFactors
 from pyrovae.data.shapes import ShapesFactors
 from pyrovae.data.splits import BINARIZE, Batch, Dataset, Split, as_split, check_data
 
-DATASETS = ("shapes", "rivers", "dsprites", "mnist", "fashion-mnist")
+DATASETS = ("shapes", "rivers", "dsprites", "mnist", "fashion-mnist", "binarized-mnist")
 BINARIZE_CHOICES = ("none", "static", "dynamic")
 GROUND_TRUTH = ("shapes", "rivers", "dsprites")
 SPLIT_SEED_OFFSETS = (0, 10_007, 20_011)  # train, validation and test draws of a ground-truth dataset: seed + offset
@@ -61,6 +62,13 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
     training images, after a fixed shuffle, form the validation split.
     ``num_train``/``num_test`` take the first images only, for quick runs.
 
+    ``binarized-mnist``: Larochelle's statically binarized MNIST from its three
+    ``.amat`` files in ``data_dir`` (see :mod:`pyrovae.data.binarized_mnist`):
+    50,000 training, 10,000 validation (the ``valid`` file) and 10,000 test
+    images, already binary, without labels; ``num_train``, ``val_size`` and
+    ``num_test`` take the first images of their file. ``binarize`` must be
+    ``"none"`` (or None): the binarization was drawn once, by the files' authors.
+
     ``binarize``: ``"none"`` (or None), ``"static"`` or ``"dynamic"`` (see
     :class:`Split`). ``condition_on="labels"`` passes each datum's class to the
     pair as the keyword field ``y`` (for ``shapes``/``dsprites`` the shape
@@ -84,6 +92,8 @@ def load_dataset(name, data_dir=None, binarize=None, val_size=None, seed=0, down
                               num_test or 1_000, seed)
     elif name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    elif name == "binarized-mnist":
+        data = _amat_splits(data_dir, binarize, val_size, num_train, num_test)
     else:
         data = _idx_splits(name, data_dir, binarize, val_size, seed, download, num_train, num_test)
     if condition_on is not None:
@@ -109,6 +119,20 @@ def _idx_splits(name, data_dir, binarize, val_size, seed, download, num_train, n
         Split(images[val_idx], labels[val_idx], binarize, seed + 1),
         Split(test_images, test_labels, binarize, seed + 2),
     )
+
+
+def _amat_splits(data_dir, binarize, val_size, num_train, num_test):
+    if binarize is not None:
+        raise ValueError(f"binarized-mnist is binary already (one static binarization, in its files): binarize must "
+                         f"be 'none', got {binarize!r}")
+    images = load_amat_splits(data_dir)
+    for split, size, arg in (("valid", val_size, "val_size"), ("train", num_train, "num_train"),
+                             ("test", num_test, "num_test")):
+        if size is not None and size > len(images[split]):
+            raise ValueError(f"{arg} {size} exceeds the {len(images[split])} images of the binarized-mnist "
+                             f"{split} file")
+    return Dataset("binarized-mnist", Split(images["train"][:num_train]), Split(images["valid"][:val_size]),
+                   Split(images["test"][:num_test]))
 
 
 def _factor_splits(name, grid, num_train, num_val, num_test, seed):
