@@ -42,7 +42,7 @@ import time
 import pyro
 import torch
 
-from common import environment
+from common import environment, parse_rows
 from pyrovae.data import load_dataset
 from pyrovae.evaluate.diagnostics import active_units, elbo_surgery
 from pyrovae.evaluate.likelihood import log_likelihood
@@ -130,10 +130,7 @@ def main():
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("give the binarized MNIST folder with --data-dir DIR or $BINARIZED_MNIST_DIR")
-    names = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = sorted(set(names) - set(ROWS))
-    if unknown or not names:
-        parser.error(f"unknown rows {unknown}; choose among {list(ROWS)}")
+    names = parse_rows(parser, args.rows, ROWS)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     data = load_dataset("binarized-mnist", args.data_dir, num_train=args.num_train, val_size=500,
                         num_test=args.num_test)

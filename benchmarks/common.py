@@ -30,6 +30,15 @@ def time_block_cpu(step, batches):
     return (time.perf_counter() - wall) / len(batches), (time.process_time() - cpu) / len(batches)
 
 
+def parse_rows(parser, text, rows):
+    """The comma-separated row names in ``text``, in order; a parser error names any not in ``rows``."""
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = sorted(set(names) - set(rows))
+    if unknown or not names:
+        parser.error(f"unknown rows {unknown}; choose among {list(rows)}")
+    return names
+
+
 def load_average():
     """The 1, 5 and 15 minute load averages of the machine (``uptime``'s figures)."""
     return list(os.getloadavg())

@@ -46,7 +46,7 @@ import time
 import torch
 from pyro import poutine
 
-from common import environment
+from common import environment, parse_rows
 from pyrovae.app.config import make_config
 from pyrovae.app.runs import load_run, train
 from pyrovae.evaluate.likelihood import log_likelihood
@@ -123,10 +123,7 @@ def main():
     args = parser.parse_args()
     if not args.data_dir:
         parser.error("give the binarized MNIST folder with --data-dir DIR or $BINARIZED_MNIST_DIR")
-    names = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = sorted(set(names) - set(ROWS))
-    if unknown or not names:
-        parser.error(f"unknown rows {unknown}; choose among {list(ROWS)}")
+    names = parse_rows(parser, args.rows, ROWS)
     root = args.runs or tempfile.mkdtemp(prefix="flow_gap_")
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     rows, log_px = [], {}

@@ -1,3 +1,6 @@
+import gzip
+import struct
+
 import pyro
 import pytest
 import torch
@@ -33,3 +36,17 @@ def pair_sites(model, guide, x, num_particles=None, **kwargs):
 
     pt = trace_pair(model, guide, x, num_particles=num_particles, enumerate=False, **kwargs)
     return pt.latents, {n: s for n, s in pt.model.nodes.items() if is_sample(s)}
+
+
+def write_tiny_mnist(folder, sizes=(("train", 200), ("t10k", 30)), random_labels=False):
+    """The four IDX files of a tiny MNIST look-alike in ``folder``: grey noise brightened by the class,
+    10 classes (cycled, or drawn with ``random_labels``). Returns ``str(folder)``."""
+    g = torch.Generator().manual_seed(0)
+    for stem, n in sizes:
+        labels = torch.randint(0, 10, (n,), generator=g) if random_labels else torch.arange(n) % 10
+        images = (torch.rand(n, 28, 28, generator=g) * 120 + labels.view(-1, 1, 1) * 12).to(torch.uint8)
+        with gzip.open(folder / f"{stem}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">HBBIII", 0, 0x08, 3, n, 28, 28) + images.numpy().tobytes())
+        with gzip.open(folder / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(struct.pack(">HBBI", 0, 0x08, 1, n) + labels.to(torch.uint8).numpy().tobytes())
+    return str(folder)

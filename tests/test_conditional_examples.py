@@ -4,15 +4,14 @@ Slow (each script trains, reloads, draws its pictures and writes a report in a f
 minute to a minute on a shared 2-core machine): run with ``-m slow``.
 """
 
-import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 
 import pytest
-import torch
+
+from conftest import write_tiny_mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--num-train", "120", "--val-size", "40", "--num-test", "30", "--epochs", "1", "--hidden", "16",
@@ -23,15 +22,7 @@ TINY = ["--num-train", "120", "--val-size", "40", "--num-test", "30", "--epochs"
 def tiny_mnist(tmp_path_factory):
     """The four IDX files of 200 training and 30 test grey images in 10 classes."""
     folder = tmp_path_factory.mktemp("mnist")
-    g = torch.Generator().manual_seed(0)
-    for stem, n in (("train", 200), ("t10k", 30)):
-        labels = torch.arange(n) % 10
-        images = (torch.rand(n, 28, 28, generator=g) * 120 + labels.view(-1, 1, 1) * 12).to(torch.uint8)
-        with gzip.open(folder / f"{stem}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">HBBIII", 0, 0x08, 3, n, 28, 28) + images.numpy().tobytes())
-        with gzip.open(folder / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">HBBI", 0, 0x08, 1, n) + labels.to(torch.uint8).numpy().tobytes())
-    return str(folder)
+    return write_tiny_mnist(folder, (("train", 200), ("t10k", 30)))
 
 
 def _run(script, *args):

@@ -7,10 +7,8 @@ VAE trains on labels through every entry point; flat vectors and tabular rows
 train and evaluate; a user's class keeps its own defaults.
 """
 
-import gzip
 import math
 import json
-import struct
 import textwrap
 
 import pyro
@@ -24,6 +22,8 @@ from pyrovae.app.cli import main
 from pyrovae.evaluate.likelihood import log_likelihood
 from pyrovae.evaluate.ppc import run_ppc
 
+from conftest import write_tiny_mnist
+
 FAST = ["--num-train", "96", "--val-size", "32", "--num-test", "32", "--epochs", "2", "--batch-size", "32",
         "--no-progress"]
 
@@ -32,15 +32,7 @@ FAST = ["--num-train", "96", "--val-size", "32", "--num-test", "32", "--epochs",
 def tiny_mnist(tmp_path_factory):
     """The four IDX files of a tiny MNIST look-alike (grey digits-to-be: random blobs, 10 classes)."""
     folder = tmp_path_factory.mktemp("mnist")
-    g = torch.Generator().manual_seed(0)
-    for stem, n in (("train", 200), ("t10k", 60)):
-        labels = torch.randint(0, 10, (n,), generator=g)
-        images = (torch.rand(n, 28, 28, generator=g) * 120 + labels.view(-1, 1, 1) * 12).to(torch.uint8)
-        with gzip.open(folder / f"{stem}-images-idx3-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">HBBIII", 0, 0x08, 3, n, 28, 28) + images.numpy().tobytes())
-        with gzip.open(folder / f"{stem}-labels-idx1-ubyte.gz", "wb") as f:
-            f.write(struct.pack(">HBBI", 0, 0x08, 1, n) + labels.to(torch.uint8).numpy().tobytes())
-    return str(folder)
+    return write_tiny_mnist(folder, (("train", 200), ("t10k", 60)), random_labels=True)
 
 
 PYRO_VAE = '''
