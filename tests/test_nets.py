@@ -35,7 +35,7 @@ def test_conv_networks_keep_the_signal_at_initialisation():
     torch.manual_seed(0)
     enc, dec = make_networks("conv", (3, 64, 64), latent_dim=10)
     x = torch.rand(128, 3, 64, 64)  # 2x - 1 ~ U[-1, 1]: second moment 1/3
-    h = enc.body(2 * x - 1)
+    h = enc.hidden_features(x)
     assert 0.3 < h.pow(2).mean().item() / (1 / 3) < 3
     z = torch.randn(128, 10)
     before_last = dec.net[:-1](z)

@@ -62,9 +62,12 @@ class MLPEncoder(nn.Module):
         self.body = nn.Sequential(nn.Flatten(), mlp(sizes, activation), _activation(activation)())
         self.head = GaussianHead(sizes[-1], latent_dim)
 
+    def hidden_features(self, x):
+        """The input of the Gaussian head, ``[*batch, hidden[-1]]``."""
+        return _apply_flat(self.body, x, len(self.image_shape), (self.head.loc.in_features,))
+
     def forward(self, x):
-        h = _apply_flat(self.body, x, len(self.image_shape), (self.head.loc.in_features,))
-        return self.head(h)
+        return self.head(self.hidden_features(x))
 
 
 class MLPDecoder(nn.Module):
@@ -119,7 +122,8 @@ def _conv_plan(image_shape, role):
     return [(c, 32, 4, 2, 1), (32, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 64, 4, 2, 1)], (64, 4, 4)
 
 
-# sqrt(Var[x] / E[act(x)^2]) for x ~ N(0, 1): the gain that keeps a layer's output variance (He et al. 2015)
+# sqrt(E[x^2] / E[act(x)^2]) for x ~ N(0, 1), the gain that keeps a layer's second moment (He et al. 2015):
+# exact for relu, about right for elu and softplus, PyTorch's calculate_gain for tanh
 GAINS = {"relu": math.sqrt(2), "elu": math.sqrt(2), "softplus": math.sqrt(2), "tanh": 5 / 3}
 
 
@@ -157,7 +161,7 @@ def _channels_last(module):
 class ConvEncoder(nn.Module):
     """Strided convolutions then a Gaussian head; images ``[*batch, C, S, S]`` with S in {28, 64}.
 
-    It reads 2x - 1: data in [0, 1] centred on 0, so that the first layer sees
+    Its body reads 2x - 1: data in [0, 1] centred on 0, so that the first layer sees
     the picture's contrasts rather than its mean brightness. The layers followed
     by the activation start from :func:`_he_init`; the head from PyTorch's default
     (small means and log-scales at first).
@@ -176,10 +180,14 @@ class ConvEncoder(nn.Module):
         self.head = GaussianHead(hidden, latent_dim)
         self.latent_dim = latent_dim
 
-    def forward(self, x):
+    def hidden_features(self, x):
+        """The input of the Gaussian head, ``[*batch, hidden]``: the body applied to 2x - 1."""
         batch = x.shape[:x.dim() - 3]
         h = self.body((2 * x - 1).reshape(-1, *self.image_shape).contiguous(memory_format=torch.channels_last))
-        return self.head(h.reshape(*batch, -1))
+        return h.reshape(*batch, -1)
+
+    def forward(self, x):
+        return self.head(self.hidden_features(x))
 
 
 class ConvDecoder(nn.Module):
@@ -237,7 +245,7 @@ class ContextEncoder(nn.Module):
         self.context = nn.Linear(self.features, context_dim)
 
     def forward(self, x):
-        f = _apply_flat(self.encoder.body, x, len(self.image_shape), (self.features,))
+        f = self.encoder.hidden_features(x)
         loc, log_scale = self.encoder.head(f)
         return loc, log_scale, self.context(f)
 
