@@ -14,7 +14,7 @@ from pyrovae.guides import GaussianGuide
 from pyrovae.infer.trace import PairError, check_pair
 from pyrovae.models import VAE
 from pyrovae.nn.likelihoods import (LIKELIHOODS, Bernoulli, DiscretizedLogistic, DiscretizedLogisticImage,
-                                    Gaussian, GaussianImage, bits_per_dim, make_likelihood)
+                                    INIT_SCALE, Gaussian, GaussianImage, bits_per_dim, make_likelihood)
 from pyrovae.nn.nets import MLPDecoder, MLPEncoder
 from pyrovae.nn.priors import StandardNormal
 
@@ -134,7 +134,7 @@ def test_discretized_logistic_image_layouts_and_particle_dims():
     channel = DiscretizedLogisticImage((3, 8, 8), scale="channel").double()
     assert channel.params_per_channel == 1 and channel.log_scale.shape == (3, 1, 1)
     loc = params[:, :, :3]
-    expected = DiscretizedLogistic(loc, torch.full_like(loc, 0.1)).log_prob(x).sum((-3, -2, -1))
+    expected = DiscretizedLogistic(loc, torch.full_like(loc, INIT_SCALE)).log_prob(x).sum((-3, -2, -1))
     assert torch.allclose(channel(loc).log_prob(x), expected)
     with pytest.raises(ValueError, match=r"takes decoder outputs \[\*batch, 6, 8, 8\]"):
         decoded(loc)
@@ -224,3 +224,20 @@ def test_bits_per_dim():
     assert torch.allclose(bits_per_dim(torch.tensor([12 * math.log(2)]), (3, 2, 2)), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="at least one element"):
         bits_per_dim(1.0, (3, 0, 2))
+
+
+def test_the_discretized_logistic_starts_mean_seeking_not_median_seeking():
+    """Issue 14: a river value on 10% of the data, 0.4 from the grass on the rest. The loc that maximises the
+    mean log P (brute force over a grid of locs) sits half-way to the median (the grass) at scale 0.1 and
+    near the mean at the initial scale INIT_SCALE (0.221 and 0.236; mean 0.24, median 0.2)."""
+    values = torch.tensor([0.2] * 9 + [0.6]) * 255
+    values = values.round() / 255
+    locs = torch.linspace(0.1, 0.7, 601).unsqueeze(-1)
+    mean, median = values.mean().item(), values.median().item()
+
+    def best_loc(scale):
+        return locs[DiscretizedLogistic(locs, scale).log_prob(values).mean(-1).argmax()].item()
+
+    assert mean - best_loc(0.1) > 0.4 * (mean - median)
+    assert mean - best_loc(INIT_SCALE) < 0.15 * (mean - median)
+    assert DiscretizedLogisticImage((3, 4, 4)).log_scale.exp().allclose(torch.tensor(INIT_SCALE))

@@ -33,3 +33,20 @@ def test_conv_networks_take_one_hidden_width_as_the_command_line_gives_it():
     assert enc.head.loc.in_features == 48 and dec.net[0].out_features == 48
     with pytest.raises(ValueError, match=r"one fully connected hidden layer; got hidden sizes \[48, 48\]"):
         make_networks("conv", (1, 64, 64), latent_dim=3, hidden=[48, 48])
+
+
+def test_conv_networks_keep_the_signal_at_initialisation():
+    """He initialisation: through the encoder's conv layers and the decoder's hidden layers the second moment
+    of the activations stays of order one (PyTorch's default init shrinks it ~6-fold per ReLU layer, 1e-4
+    after five), so at initialisation the encoder's means follow the picture (issue 14)."""
+    torch.manual_seed(0)
+    enc, dec = make_networks("conv", (3, 64, 64), latent_dim=10)
+    x = torch.rand(128, 3, 64, 64)  # 2x - 1 ~ U[-1, 1]: second moment 1/3
+    h = enc.hidden_features(x)
+    assert 0.3 < h.pow(2).mean().item() / (1 / 3) < 3
+    z = torch.randn(128, 10)
+    before_last = dec.net[:-1](z)
+    assert 0.3 < before_last.pow(2).mean().item() < 3
+    loc, log_scale = enc(x)
+    assert loc.std(0).mean().item() > 0.05
+    assert log_scale.abs().max().item() < 3  # the head keeps its small default init

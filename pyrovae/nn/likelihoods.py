@@ -260,6 +260,9 @@ class DiscretizedLogistic(TorchDistribution):
         return total / 255
 
 
+INIT_SCALE = 0.3  # the discretized logistic's initial learned scale: see DiscretizedLogisticImage
+
+
 class DiscretizedLogisticImage(_LocScale):
     """p(x|z) = prod_i DiscretizedLogistic(x_i; mu_i(z), s_i) for 8-bit images with values k/255.
 
@@ -267,7 +270,21 @@ class DiscretizedLogisticImage(_LocScale):
     colour channels: given z the values are independent, as in a VAE's decoder.
     The decoder's output is the loc on the data's [0, 1] scale (unconstrained);
     ``scale`` sets where the scales come from (see :class:`_LocScale`).
+
+    The learned scales start at ``init_scale = INIT_SCALE`` (0.3), not small: the
+    gradient of log P(k) in the loc is about (2 sigma(e / s) - 1) / s for an
+    error e = x - loc, linear in e (a Gaussian's, mean-seeking) while |e| < s but
+    a constant sign for |e| >> s (an absolute error's, median-seeking). Started
+    at s = 0.1, every value a decoder cannot yet place -- the thin river, ~0.4
+    from the grass colour in each channel, on a tenth of the pixels of
+    ``rivers`` -- pulls its loc towards the median, the grass, with a gradient
+    that no longer grows with the error, and a VAE learns the grass colour only
+    (issue 14; with the conv networks' old init, :func:`pyrovae.nn.nets._he_init`). At 0.3 the first steps fit the mean, the
+    picture's shapes appear, and the scales shrink as the locs improve.
     """
+
+    def __init__(self, image_shape, scale="channel", init_scale=INIT_SCALE):
+        super().__init__(image_shape, scale, init_scale)
 
     def forward(self, params):
         loc, scale = self.loc_and_scale(params)
