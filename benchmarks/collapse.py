@@ -36,13 +36,12 @@ For a quick check: ``--epochs 1 --num-train 200 --num-test 50 --num-nll 5 --iw-s
 
 import argparse
 import json
-import os
 import time
 
 import pyro
 import torch
 
-from common import environment, parse_rows
+from common import add_binarized_mnist_dir, environment, parse_rows
 from pyrovae.data import load_dataset
 from pyrovae.evaluate.diagnostics import active_units, elbo_surgery
 from pyrovae.evaluate.likelihood import log_likelihood
@@ -110,9 +109,7 @@ def run_row(name, data, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("BINARIZED_MNIST_DIR"),
-                        help="folder with binarized_mnist_{train,valid,test}.amat[.gz] (default: "
-                             "$BINARIZED_MNIST_DIR)")
+    add_binarized_mnist_dir(parser)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows among {list(ROWS)}")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per row (the same for every row)")
     parser.add_argument("--warmup", type=int, default=6, help="KL warm-up epochs (warmup row)")

@@ -30,6 +30,13 @@ def time_block_cpu(step, batches):
     return (time.perf_counter() - wall) / len(batches), (time.process_time() - cpu) / len(batches)
 
 
+def add_binarized_mnist_dir(parser):
+    """``--data-dir`` (default ``$BINARIZED_MNIST_DIR``): Larochelle's three ``.amat`` files."""
+    parser.add_argument("--data-dir", default=os.environ.get("BINARIZED_MNIST_DIR"),
+                        help="folder with binarized_mnist_{train,valid,test}.amat[.gz] (default: "
+                             "$BINARIZED_MNIST_DIR)")
+
+
 def parse_rows(parser, text, rows):
     """The comma-separated row names in ``text``, in order; a parser error names any not in ``rows``."""
     names = [r.strip() for r in text.split(",") if r.strip()]

@@ -46,7 +46,7 @@ import time
 import torch
 from pyro import poutine
 
-from common import environment, parse_rows
+from common import add_binarized_mnist_dir, environment, parse_rows
 from pyrovae.app.config import make_config
 from pyrovae.app.runs import load_run, train
 from pyrovae.evaluate.likelihood import log_likelihood
@@ -106,9 +106,7 @@ def run_row(name, root, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("BINARIZED_MNIST_DIR"),
-                        help="folder with binarized_mnist_{train,valid,test}.amat[.gz] (default: "
-                             "$BINARIZED_MNIST_DIR)")
+    add_binarized_mnist_dir(parser)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated rows among {list(ROWS)}")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per row (the same for every row)")
     parser.add_argument("--num-train", type=int, default=None, help="train on the first N images only (quick checks)")

@@ -45,8 +45,8 @@ from pyrovae.infer.predictive import AtMean
 from pyrovae.infer.trace import DATA_PLATE, frame, latent_sites, trace_program
 from pyrovae.util import positive_int, seeded
 
-__all__ = ["beta_vae_score", "factor_vae_score", "mutual_information_gap", "dci", "sap_score",
-           "compute_all", "mean_representation", "AtMean", "METRICS"]
+__all__ = ["discretize", "mutual_information", "beta_vae_score", "factor_vae_score", "mutual_information_gap",
+           "dci", "sap_score", "compute_all", "mean_representation", "AtMean", "METRICS"]
 
 _CHUNK = 1024  # observations rendered and encoded per call of representation_fn
 
@@ -290,8 +290,8 @@ def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000
     num_train = positive_int("num_train", num_train)
     num_bins = positive_int("num_bins", num_bins)
     factors, codes = _sample_codes(representation_fn, ground_truth, num_train, rng, chunk_size)
-    discrete = _discretize(codes, num_bins)
-    mi = _mutual_information(discrete, factors)
+    discrete = discretize(codes, num_bins)
+    mi = mutual_information(discrete, factors)
     entropy = np.array([mutual_info_score(f, f) for f in factors.T])
     if mi.shape[0] < 2:
         raise ValueError("mutual_information_gap needs a representation with at least 2 dimensions")
@@ -300,7 +300,7 @@ def mutual_information_gap(representation_fn, ground_truth, rng, num_train=10000
     return {"mig": float(per_factor.mean()), "mig_per_factor": per_factor.tolist()}
 
 
-def _discretize(codes, num_bins):
+def discretize(codes, num_bins):
     """Equal-width histogram bin index (0 .. num_bins-1) of each entry, per column."""
     out = np.empty(codes.shape, dtype=np.int64)
     for j, column in enumerate(codes.T):
@@ -309,7 +309,7 @@ def _discretize(codes, num_bins):
     return out
 
 
-def _mutual_information(discrete_codes, factors):
+def mutual_information(discrete_codes, factors):
     """``[D, K]`` matrix of plug-in mutual informations (nats)."""
     return np.array([[mutual_info_score(f, z) for f in factors.T] for z in discrete_codes.T])
 

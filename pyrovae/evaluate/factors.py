@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import mutual_info_score
 
-from pyrovae.evaluate.disentangle import _discretize, _mutual_information
+from pyrovae.evaluate.disentangle import discretize, mutual_information
 from pyrovae.util import positive_int
 
 __all__ = ["FactorInformation", "curvature_vs_turns", "factor_latent_information", "most_informative_dims"]
@@ -72,9 +72,9 @@ def factor_latent_information(codes, factors, factor_names, num_bins=20):
                          f"got {list(factor_names)}")
     if not (np.isfinite(codes).all() and np.isfinite(factors).all()):
         raise ValueError("codes and factors must be finite (no NaN or inf)")
-    discrete_codes = _discretize(codes, num_bins)
+    discrete_codes = discretize(codes, num_bins)
     discrete_factors = _discretize_factors(factors, num_bins)
-    mi = _mutual_information(discrete_codes, discrete_factors)
+    mi = mutual_information(discrete_codes, discrete_factors)
     n = codes.shape[0]
     code_levels = np.array([len(np.unique(z)) for z in discrete_codes.T])
     factor_levels = np.array([len(np.unique(v)) for v in discrete_factors.T])
@@ -89,7 +89,7 @@ def _discretize_factors(factors, num_bins):
         if np.array_equal(column, np.round(column)):
             out[:, k] = np.unique(column, return_inverse=True)[1]
         else:
-            out[:, k] = _discretize(column[:, None], num_bins)[:, 0]
+            out[:, k] = discretize(column[:, None], num_bins)[:, 0]
     return out
 
 
