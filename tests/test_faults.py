@@ -103,13 +103,24 @@ def _cli(*args, env=None):
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **threads, **(env or {})})
 
 
+def _wait_for(proc, ready, what, timeout=600):
+    """Wait until ``ready()``; fail with the child's stderr if it exits first. The timeout is generous: a loaded
+    2-core machine can take a minute to import torch in a fresh process."""
+    deadline = time.time() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            pytest.fail(f"the child exited with {proc.returncode} before {what}: {proc.stderr.read()}")
+        if time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the child did not get to {what} in {timeout} s")
+        time.sleep(0.05)
+
+
 def test_sigkill_at_a_random_moment_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted):
     out = tmp_path / "run"
     flags = [*TINY_FLAGS, "--epochs", "3", "--out", str(out)]
     proc = _cli("train", *flags)
-    deadline = time.time() + 60
-    while not (out / "checkpoints.json").exists() and time.time() < deadline:  # until the first epoch is in
-        time.sleep(0.05)
+    _wait_for(proc, (out / "checkpoints.json").exists, "its first checkpoint")
     time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -123,10 +134,7 @@ def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
     out = tmp_path / "run"
     proc = _cli("train", *TINY_FLAGS, "--epochs", "200", "--out", str(out))
     try:
-        deadline = time.time() + 60
-        while not (out / ".lock").exists() or not (out / ".lock").read_text().strip():
-            assert time.time() < deadline and proc.poll() is None, proc.stderr.read() if proc.poll() else ""
-            time.sleep(0.05)
+        _wait_for(proc, lambda: (out / ".lock").exists() and (out / ".lock").read_text().strip(), "its lock")
         with pytest.raises(RunFolderError, match=rf"being written by another pyrovae process \(pid {proc.pid}\)"):
             train(_cfg(out), progress=False)
         with pytest.raises(RunFolderError, match="being written"):
