@@ -22,9 +22,8 @@ close). Prints one JSON object per candidate; ``--pictures DIR`` saves
     python benchmarks/main_job_search.py --reevaluate DIR/*.pt [--pictures DIR]
     python benchmarks/main_job_search.py --list
 
-A candidate's ``decay`` and ``decay_after`` (not ``pyrovae train`` settings)
-multiply the learning rate by ``decay`` each epoch after ``decay_after``
-(:class:`DecayingSVIRun`, an experiment).
+A candidate's ``lr_decay`` and ``lr_decay_after`` are ``pyrovae train``'s
+``--lr-decay`` and ``--lr-decay-after``.
 """
 
 import argparse
@@ -45,6 +44,8 @@ from pyrovae.infer.svi import SVIRun, evaluate_elbo
 
 # the defaults of pyrovae train on shapes before issue 13 (and still for other models and data)
 BEFORE = {"arch": "mlp", "latent_dim": 10, "lr": 1e-3, "batch_size": 128, "epochs": 20, "num_train": 10000}
+# the main job's budget of issue 13: 64,000 images, 12 epochs of batch 128 (6,000 steps), Adam 3e-3
+BUDGET = {"num_train": 64000, "epochs": 12, "lr": 3e-3}
 # every candidate is make_config(**BEFORE, **values): the values differing from BEFORE
 CANDIDATES = {
     "before": {},
@@ -60,8 +61,27 @@ CANDIDATES = {
     "mlp-b64-lr2e-3": {"num_train": 64000, "epochs": 6, "batch_size": 64, "lr": 2e-3},
     "mlp-64k-e12-lr3e-3": {"num_train": 64000, "epochs": 12, "lr": 3e-3},
     "mlp-b64-lr3e-3-e8": {"num_train": 64000, "epochs": 8, "batch_size": 64, "lr": 3e-3},
-    "mlp-64k-e12-lr2e-3-decay": {"num_train": 64000, "epochs": 12, "lr": 2e-3, "decay": 0.75, "decay_after": 6},
+    "mlp-64k-e12-lr2e-3-decay": {**BUDGET, "lr": 2e-3, "lr_decay": 0.75, "lr_decay_after": 7},
     "mlp512x2-64k-e8-lr2e-3": {"num_train": 64000, "epochs": 8, "lr": 2e-3, "hidden": [512, 512]},
+    # the main job's budget (64,000 images, 12 epochs of batch 128: 6,000 steps) with a schedule, depth or width
+    "mj-decay": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-decay-early": {**BUDGET, "lr_decay": 0.8, "lr_decay_after": 3},
+    "mj-lr5e-3-decay": {**BUDGET, "lr": 5e-3, "lr_decay": 0.7, "lr_decay_after": 5},
+    "mj-400x2": {**BUDGET, "hidden": [400, 400]},
+    "mj-400x2-decay": {**BUDGET, "hidden": [400, 400], "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-400x3-decay": {**BUDGET, "hidden": [400, 400, 400], "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-512x2-lr2e-3-decay": {**BUDGET, "hidden": [512, 512], "lr": 2e-3, "lr_decay": 0.7,
+                              "lr_decay_after": 7},
+    "mj-1024-lr2e-3-decay-e9": {**BUDGET, "hidden": [1024], "lr": 2e-3, "epochs": 9, "lr_decay": 0.7,
+                                "lr_decay_after": 5},
+    "mj-z16-decay": {**BUDGET, "latent_dim": 16, "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-z6-decay": {**BUDGET, "latent_dim": 6, "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-warmup2-decay": {**BUDGET, "warmup": 2, "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-elu-decay": {**BUDGET, "activation": "elu", "lr_decay": 0.7, "lr_decay_after": 7},
+    "mj-b64-e8-lr2e-3-decay": {**BUDGET, "batch_size": 64, "epochs": 8, "lr": 2e-3, "lr_decay": 0.6,
+                               "lr_decay_after": 5},
+    "mj-400x2-lr2e-3-decay": {**BUDGET, "hidden": [400, 400], "lr": 2e-3, "lr_decay": 0.6,
+                              "lr_decay_after": 7},
 }
 
 
@@ -77,40 +97,21 @@ def parse_args():
     return p.parse_args()
 
 
-class DecayingSVIRun(SVIRun):
-    """:class:`SVIRun` with the learning rate multiplied by ``decay`` ** (epochs past ``decay_after``).
-
-    An experiment only: ``SVIRun`` has no schedule, so a candidate with
-    ``decay`` measures whether one is worth adding there.
-    """
-
-    def __init__(self, *args, decay=1.0, decay_after=0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.decay, self.decay_after = decay, decay_after
-
-    def _train_epoch(self):
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * self.decay ** max(0, self.epoch - self.decay_after)
-        super()._train_epoch()
-
-
 def run_candidate(name, values, args, classifier):
-    values = dict(values)
-    schedule = {k: values.pop(k) for k in ("decay", "decay_after") if k in values}
     cfg = make_config(**{**BEFORE, **values}, num_test=args.num_test, out=os.devnull)
     data = dataset_for(cfg)
     cfg["image_shape"] = list(data.image_shape)
     pyro.set_rng_seed(cfg["seed"])
     model, guide, _ = build_pair(cfg, data.train)
-    run = DecayingSVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"],
-                         batch_size=cfg["batch_size"], epochs=cfg["epochs"], clip_norm=cfg["clip_norm"],
-                         seed=cfg["seed"], step_mode=cfg["step_mode"], progress=False, **schedule)
+    run = SVIRun(model, guide, data.train, data.val, make_objective(cfg), lr=cfg["lr"], lr_decay=cfg["lr_decay"],
+                 lr_decay_after=cfg["lr_decay_after"], batch_size=cfg["batch_size"], epochs=cfg["epochs"],
+                 clip_norm=cfg["clip_norm"], seed=cfg["seed"], step_mode=cfg["step_mode"], progress=False)
     load_before = os.getloadavg()
     wall, cpu = time.perf_counter(), time.process_time()
     run.fit()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     load_after = os.getloadavg()
-    row = {"candidate": name, "config": {**values, **schedule}, "steps": run.global_step, "train_wall_s": round(wall, 1),
+    row = {"candidate": name, "config": values, "steps": run.global_step, "train_wall_s": round(wall, 1),
            "train_cpu_s": round(cpu, 1), "threads": torch.get_num_threads(),
            "load_before": [round(v, 2) for v in load_before], "load_after": [round(v, 2) for v in load_after],
            "val_elbo": [round(r["val_elbo"], 2) for r in run.history],

@@ -197,6 +197,8 @@ def test_divergence_stops_keeps_the_last_good_state_and_says_what_to_try(tmp_pat
     (["--levels", "0", "--model", "hvae"], "--levels 0: expected a positive integer"),
     (["--components", "0", "--prior", "mog"], "--components 0: expected a positive integer"),
     (["--lr", "0"], "--lr 0.0: expected a number > 0"),
+    (["--lr-decay", "1.5"], "--lr-decay 1.5: expected a number in (0, 1]"),
+    (["--lr-decay-after", "-1"], "--lr-decay-after -1: expected an integer >= 0"),
     (["--out", ""], "needs a path"),
     (["--capacity-steps", "10"], "--capacity-steps set the controlled-capacity objective"),
 ])

@@ -31,20 +31,21 @@ def test_elbo_improves_on_shapes(shapes_small):
     assert history[-1]["val_elbo"] > history[0]["val_elbo"]
 
 
-def _run(shapes, run_dir, epochs, mode="graph", seed=0):
+def _run(shapes, run_dir, epochs, mode="graph", seed=0, **kwargs):
     model, guide = small_pair(seed=seed)
     run = SVIRun(model, guide, shapes.train, shapes.val, batch_size=100, epochs=epochs, run_dir=str(run_dir),
-                 seed=seed, step_mode=mode, progress=False)
+                 seed=seed, step_mode=mode, progress=False, **kwargs)
     return run, model, guide
 
 
-def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path):
-    run, model, guide = _run(shapes_small, tmp_path / "full", 4)
+@pytest.mark.parametrize("schedule", [{}, {"lr_decay": 0.5, "lr_decay_after": 1}], ids=["constant", "decaying"])
+def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path, schedule):
+    run, model, guide = _run(shapes_small, tmp_path / "full", 4, **schedule)
     run.fit()
     expected = params_of(model, guide)
 
     # a run killed in the middle of its third epoch ...
-    run, model, guide = _run(shapes_small, tmp_path / "killed", 4)
+    run, model, guide = _run(shapes_small, tmp_path / "killed", 4, **schedule)
     real_step, calls = run.step_fn, {"n": 0}
 
     def dying_step(x):
@@ -59,7 +60,7 @@ def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path):
         run.fit()
     assert checkpoint.load(RunFolder(tmp_path / "killed").checkpoint("last"))["epoch"] == 2
     # ... resumed by a fresh process-like setup (new pair, new optimizer) from the last checkpoint
-    run, model, guide = _run(shapes_small, tmp_path / "killed", 4, seed=0)
+    run, model, guide = _run(shapes_small, tmp_path / "killed", 4, seed=0, **schedule)
     run.fit(resume=True)
     got = params_of(model, guide)
     assert got.keys() == expected.keys()
@@ -67,6 +68,27 @@ def test_resume_after_kill_gives_same_parameters(shapes_small, tmp_path):
         assert torch.equal(got[k], expected[k]), k
     lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4
+
+
+def test_the_learning_rate_decays_each_epoch_after_the_first_lr_decay_after(shapes_small, tmp_path):
+    run, model, guide = _run(shapes_small, tmp_path / "decay", 4, lr=2e-3, lr_decay=0.5, lr_decay_after=2)
+    history = run.fit()
+    assert [row["lr"] for row in history] == [2e-3, 2e-3, 1e-3, 5e-4]
+    assert [group["lr"] for group in run.optimizer.param_groups] == [5e-4]
+    constant, model_c, guide_c = _run(shapes_small, tmp_path / "constant", 4, lr=2e-3)
+    constant.fit()
+    first_two = [row["val_elbo"] for row in constant.history[:2]]
+    assert [row["val_elbo"] for row in history[:2]] == first_two  # the same run until the decay starts
+    assert params_of(model, guide).keys() == params_of(model_c, guide_c).keys()
+    assert any(not torch.equal(a, b) for a, b in zip(params_of(model, guide).values(),
+                                                     params_of(model_c, guide_c).values()))
+
+
+@pytest.mark.parametrize("bad", [{"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_decay_after": -1},
+                                 {"lr_decay_after": 1.5}])
+def test_a_bad_schedule_is_named(shapes_small, tmp_path, bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        _run(shapes_small, tmp_path / "bad", 1, **bad)
 
 
 def test_captured_step_matches_eager(shapes_small, tmp_path):

@@ -291,10 +291,11 @@ def _train(folder, cfg, resume, progress, world):
     objective = make_objective(cfg)
     if not resume:
         world.on_main(lambda: ckpt_io.write_json(folder.file("config.json"), cfg))
-    run = SVIRun(model, guide, data.train, data.val, objective, lr=cfg["lr"], batch_size=cfg["batch_size"],
-                 epochs=cfg["epochs"], clip_norm=cfg["clip_norm"], patience=cfg["patience"],
-                 batching=cfg["batching"], ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"],
-                 run_dir=folder, config=cfg, step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
+    run = SVIRun(model, guide, data.train, data.val, objective, lr=cfg["lr"], lr_decay=cfg["lr_decay"],
+                 lr_decay_after=cfg["lr_decay_after"], batch_size=cfg["batch_size"], epochs=cfg["epochs"],
+                 clip_norm=cfg["clip_norm"], patience=cfg["patience"], batching=cfg["batching"],
+                 ignore_before_epoch=cfg["warmup"], seed=cfg["seed"], device=cfg["device"], run_dir=folder, config=cfg,
+                 step_mode=cfg["step_mode"], progress=progress, max_bad_steps=cfg["max_bad_steps"])
     start = time.perf_counter()
     try:
         run.fit(resume=resume)

@@ -124,6 +124,9 @@ class SVIRun:
     checkpoints named by one atomic manifest, under a writer's lock) along with
     ``metrics.jsonl``; ``fit(resume=True)`` continues from the last checkpoint
     and gives the same parameters as a run that was never interrupted.
+    ``lr_decay`` and ``lr_decay_after``: Adam's learning rate is multiplied by
+    ``lr_decay`` each epoch after the first ``lr_decay_after``
+    (:meth:`learning_rate`; 1, the default, keeps it constant).
     ``patience``: stop after that many epochs without a better validation bound
     (epochs before ``ignore_before_epoch`` do not count). ``clip_norm`` (> 0)
     clips the gradient norm; ``max_bad_steps``: see the module doc.
@@ -142,14 +145,16 @@ class SVIRun:
     inside ``with pyrovae.infer.distributed.local():`` trains on its process alone.
     """
 
-    def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, batch_size=128, epochs=10,
-                 clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu", run_dir=None,
-                 config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10, batching="grouped"):
+    def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, lr_decay=1.0, lr_decay_after=0,
+                 batch_size=128, epochs=10, clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu",
+                 run_dir=None, config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10,
+                 batching="grouped"):
         self.model, self.guide = model, guide
         self.train_split = as_split(train, obs)
         self.val_split = None if val is None else as_split(val, obs)
         self.objective = objective if objective is not None else ELBO()
         self.lr, self.batch_size, self.epochs = lr, batch_size, epochs
+        self.lr_decay, self.lr_decay_after = lr_decay, lr_decay_after
         self.clip_norm, self.patience, self.ignore_before_epoch = clip_norm, patience, ignore_before_epoch
         self.world = distributed.init(device)
         self.seed, self.device, self.run_dir = seed, torch.device(device), run_dir
@@ -164,6 +169,10 @@ class SVIRun:
             raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
             raise ValueError(f"lr must be a number > 0, got {lr!r}")
+        if not (isinstance(lr_decay, (int, float)) and 0 < lr_decay <= 1):
+            raise ValueError(f"lr_decay must be a number in (0, 1], got {lr_decay!r}")
+        if isinstance(lr_decay_after, bool) or not isinstance(lr_decay_after, int) or lr_decay_after < 0:
+            raise ValueError(f"lr_decay_after must be an integer >= 0, got {lr_decay_after!r}")
         if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and math.isfinite(clip_norm)
                                           and clip_norm > 0):
             raise ValueError(f"clip_norm must be a number > 0 (or None for no clipping), got {clip_norm!r}")
@@ -365,8 +374,18 @@ class SVIRun:
     def _should_stop(self):
         return self.patience is not None and self.bad_epochs >= self.patience
 
+    def learning_rate(self, epoch):
+        """Adam's learning rate in epoch ``epoch`` (0-based): ``lr * lr_decay ** max(0, epoch + 1 - lr_decay_after)``.
+
+        A function of the epoch alone, so a resumed run steps with the rates of
+        the uninterrupted one.
+        """
+        return self.lr * self.lr_decay ** max(0, epoch + 1 - self.lr_decay_after)
+
     def _train_epoch(self):
         epoch, world = self.epoch, self.world
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         if self.batching == "mixed":
             batches = self.train_split.mixed_batch_indices(self.batch_size, generator)
@@ -403,7 +422,7 @@ class SVIRun:
             bar.update(1)
         bar.close()
         train_time = time.perf_counter() - start
-        row = {"epoch": epoch + 1, "step": self.global_step,
+        row = {"epoch": epoch + 1, "step": self.global_step, "lr": self.learning_rate(epoch),
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
                "examples_per_s": seen / train_time, "train_seconds": train_time, "skipped_steps": skipped}
         if self.val_split is not None:
