@@ -84,6 +84,17 @@ def test_the_learning_rate_decays_each_epoch_after_the_first_lr_decay_after(shap
                                                      params_of(model_c, guide_c).values()))
 
 
+def test_the_default_schedule_start_is_torchs_exponential_lr(shapes_small, tmp_path):
+    run, _, _ = _run(shapes_small, tmp_path / "exp", 1, lr=2e-3, lr_decay=0.9)
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2e-3)
+    scheduler, torchs = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9), []
+    for _ in range(5):
+        torchs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [run.learning_rate(e) for e in range(5)] == pytest.approx(torchs, rel=1e-12)
+
+
 @pytest.mark.parametrize("bad", [{"lr_decay": 0.0}, {"lr_decay": 1.5}, {"lr_decay_after": -1},
                                  {"lr_decay_after": 1.5}])
 def test_a_bad_schedule_is_named(shapes_small, tmp_path, bad):

@@ -183,7 +183,7 @@ OPTIONS = (
     Option("lr_decay", 1.0, "multiply the learning rate by this each epoch after the first --lr-decay-after "
            "(1: constant)", type=float, check=lambda v: _positive(v) and v <= 1, expect="a number in (0, 1]",
            group="training"),
-    Option("lr_decay_after", 0, "epochs at the full learning rate before --lr-decay applies", type=int,
+    Option("lr_decay_after", 1, "epochs at the full learning rate before --lr-decay applies", type=int,
            check=lambda v: _nonnegative(v) and isinstance(v, int), expect="an integer >= 0", group="training"),
     Option("clip_norm", None, "clip the gradient norm to this value", type=float, check=_positive,
            expect="a number > 0", group="training"),

@@ -124,9 +124,10 @@ class SVIRun:
     checkpoints named by one atomic manifest, under a writer's lock) along with
     ``metrics.jsonl``; ``fit(resume=True)`` continues from the last checkpoint
     and gives the same parameters as a run that was never interrupted.
-    ``lr_decay`` and ``lr_decay_after``: Adam's learning rate is multiplied by
-    ``lr_decay`` each epoch after the first ``lr_decay_after``
-    (:meth:`learning_rate`; 1, the default, keeps it constant).
+    ``lr_decay`` and ``lr_decay_after``: Adam's learning rate stays at ``lr``
+    for the first ``lr_decay_after`` epochs, then is multiplied by ``lr_decay``
+    each epoch (:meth:`learning_rate`; ``lr_decay=1``, the default, keeps it
+    constant; ``lr_decay_after=1``, the default, is torch's ``ExponentialLR``).
     ``patience``: stop after that many epochs without a better validation bound
     (epochs before ``ignore_before_epoch`` do not count). ``clip_norm`` (> 0)
     clips the gradient norm; ``max_bad_steps``: see the module doc.
@@ -145,7 +146,7 @@ class SVIRun:
     inside ``with pyrovae.infer.distributed.local():`` trains on its process alone.
     """
 
-    def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, lr_decay=1.0, lr_decay_after=0,
+    def __init__(self, model, guide, train, val=None, objective=None, *, lr=1e-3, lr_decay=1.0, lr_decay_after=1,
                  batch_size=128, epochs=10, clip_norm=None, patience=None, ignore_before_epoch=0, seed=0, device="cpu",
                  run_dir=None, config=None, step_mode="graph", progress=True, obs="x", max_bad_steps=10,
                  batching="grouped"):
