@@ -71,7 +71,7 @@ class Option:
 # The main job's defaults: the built-in vae on the built-in shapes data (``bash scripts/main.sh``), chosen with
 # benchmarks/main_job_search.py so that the pair learns the shape factor in about 5 minutes of training on 2 cores.
 # They replace the defaults of OPTIONS for that run only; options given win.
-MAIN_JOB = {"num_train": 64000, "epochs": 12, "lr": 3e-3}
+MAIN_JOB = {"num_train": 64000, "epochs": 12, "lr": 3e-3, "lr_decay": 0.7, "lr_decay_after": 7}
 
 
 def is_main_job(cfg):
