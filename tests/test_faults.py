@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from pyrovae.app.cli import main
-from pyrovae.app.config import ConfigError, make_config
+from pyrovae.app.config import ConfigError, check_resume, make_config
 from pyrovae.app.runs import RunError, load_run, train
 from pyrovae.data import Split
 from pyrovae.infer import checkpoint
@@ -209,6 +209,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, flags, message):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_run_made_before_the_learning_rate_schedule_resumes_without_one(tmp_path):
+    out = tmp_path / "run"
+    train(_cfg(out, epochs=1), progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in saved.items() if k not in ("lr_decay", "lr_decay_after")}
+    cfg = check_resume(old, {"epochs": 2})
+    assert (cfg["lr_decay"], cfg["lr_decay_after"], cfg["epochs"]) == (1.0, 1, 2)
 
 
 def test_options_given_with_resume_must_match_the_run(tmp_path, capsys):

@@ -266,7 +266,8 @@ def check_resume(saved, given):
     if differ:
         raise ConfigError("--resume continues the run as it was configured; these options differ from it: "
                           + "; ".join(differ) + ". Drop them, or train a new run with another --out")
-    cfg = dict(saved)
+    # an option added after the run was made gets its default, the behaviour the run trained with
+    cfg = {**{o.name: o.default for o in OPTIONS if o.name not in saved}, **saved}
     cfg.update({k: v for k, v in given.items() if v is not None and k in RESUMABLE})
     validate(cfg)
     return cfg
