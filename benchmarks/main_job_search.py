@@ -69,6 +69,12 @@ CANDIDATES = {
     "mj-400x2-decay": {**BUDGET, "hidden": [400, 400], "lr_decay": 0.7, "lr_decay_after": 7},
     "mj-b64-e8-lr2e-3-decay": {**BUDGET, "batch_size": 64, "epochs": 8, "lr": 2e-3, "lr_decay": 0.6,
                                "lr_decay_after": 5},
+    # the conv networks with He initialisation (they used to start from PyTorch's default, which shrank the signal)
+    "conv-b64-e3-decay": {"arch": "conv", "num_train": 64000, "epochs": 3, "batch_size": 64, "lr": 1e-3,
+                          "lr_decay": 0.5, "lr_decay_after": 2},
+    # the main job's budget and schedule with a weaker KL term: beta < 1 throughout, or a KL warm-up
+    "mj-beta0.5": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "beta": 0.5},
+    "mj-warmup3": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "warmup": 3},
 }
 
 

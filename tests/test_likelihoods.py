@@ -13,7 +13,7 @@ from scipy import stats
 from pyrovae.guides import GaussianGuide
 from pyrovae.infer.trace import PairError, check_pair
 from pyrovae.models import VAE
-from pyrovae.nn.likelihoods import (LIKELIHOODS, Bernoulli, DiscretizedLogistic, DiscretizedLogisticImage,
+from pyrovae.nn.likelihoods import (LIKELIHOODS, Bernoulli, BernoulliImage, DiscretizedLogistic, DiscretizedLogisticImage,
                                     INIT_SCALE, Gaussian, GaussianImage, bits_per_dim, make_likelihood)
 from pyrovae.nn.nets import MLPDecoder, MLPEncoder
 from pyrovae.nn.priors import StandardNormal
@@ -241,3 +241,23 @@ def test_the_discretized_logistic_starts_mean_seeking_not_median_seeking():
     assert mean - best_loc(0.1) > 0.4 * (mean - median)
     assert mean - best_loc(INIT_SCALE) < 0.15 * (mean - median)
     assert DiscretizedLogisticImage((3, 4, 4)).log_scale.exp().allclose(torch.tensor(INIT_SCALE))
+
+
+@pytest.mark.parametrize("event_shape", [(1, 5, 5), (7,)])
+def test_the_bernoulli_image_density_is_the_sum_of_bernoulli_pixels(event_shape):
+    """BernoulliImage.log_prob (-softplus((1 - 2x) l), summed per image) against log sigmoid per pixel and
+    torch's Bernoulli in float64, with logits far in the tails, particles [K, B] against data [B], and gradients."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(4, 3, *event_shape, generator=g, dtype=torch.float64) * 20).requires_grad_()
+    x = torch.bernoulli(torch.full((3, *event_shape), 0.3, dtype=torch.float64), generator=g)
+    n = len(event_shape)
+    got = BernoulliImage(logits, n).log_prob(x)
+    log_sigmoid = torch.nn.functional.logsigmoid
+    expected = (x * log_sigmoid(logits) + (1 - x) * log_sigmoid(-logits)).sum(tuple(range(-n, 0)))
+    torch_bernoulli = torch.distributions.Bernoulli(logits=logits).log_prob(x.expand_as(logits))
+    torch.testing.assert_close(torch_bernoulli.sum(tuple(range(-n, 0))), expected)
+    assert got.shape == (4, 3)
+    # softplus(t) = t beyond t = 20 (torch's threshold): at most exp(-20) = 2e-9 per pixel, below float32's resolution
+    torch.testing.assert_close(got, expected, rtol=0, atol=2.1e-9 * x[0].numel())
+    grad, = torch.autograd.grad(got.sum(), logits)
+    torch.testing.assert_close(grad, x - torch.sigmoid(logits.detach()))

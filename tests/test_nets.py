@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyrovae.nn.nets import make_networks
+from pyrovae.nn.nets import SubPixelConvTranspose2d, make_networks
 
 
 @pytest.mark.parametrize("arch,size", [("mlp", 28), ("mlp", 64), ("conv", 28), ("conv", 64)])
@@ -50,3 +50,53 @@ def test_conv_networks_keep_the_signal_at_initialisation():
     loc, log_scale = enc(x)
     assert loc.std(0).mean().item() > 0.05
     assert log_scale.abs().max().item() < 3  # the head keeps its small default init
+
+
+@pytest.mark.parametrize("c_out,size", [(1, 32), (3, 32), (2, 14), (5, 7)])
+def test_the_sub_pixel_form_is_the_transposed_convolution(c_out, size):
+    """Without gradients SubPixelConvTranspose2d computes a 2x2 convolution and interleaves its four phases;
+    it must be the 4-tap stride-2 transposed convolution of its own weights, for either memory layout."""
+    torch.manual_seed(0)
+    layer = SubPixelConvTranspose2d(6, c_out)
+    x = torch.randn(3, 6, size, size + 2)
+    expected = torch.nn.functional.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=1)
+    with torch.no_grad():
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = layer(x.contiguous(memory_format=layout))
+            assert got.shape == (3, c_out, 2 * size, 2 * size + 4)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_sub_pixel_layer_trains_as_a_transposed_convolution():
+    """With gradients it is nn.ConvTranspose2d itself (bitwise), so training is unchanged; its state dict is one."""
+    torch.manual_seed(0)
+    layer = SubPixelConvTranspose2d(4, 1)
+    plain = torch.nn.ConvTranspose2d(4, 1, 4, stride=2, padding=1)
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.equal(layer(x), plain(x))
+
+
+@pytest.mark.parametrize("size,c_out", [(28, 1), (64, 1), (64, 3)])
+def test_the_conv_decoder_evaluates_as_it_trains(size, c_out):
+    """The decoder's last layer takes the sub-pixel form in evaluation and its in-place activations leave the
+    input alone: no-grad outputs equal the outputs with gradients to float rounding."""
+    torch.manual_seed(0)
+    enc, dec = make_networks("conv", (c_out, size, size), latent_dim=4)
+    assert isinstance(dec.net[-1], SubPixelConvTranspose2d)
+    x = torch.rand(2, 3, c_out, size, size)
+    x_before = x.clone()
+    with torch.no_grad():
+        z = enc(x)[0]
+        fast = dec(z)
+    assert torch.equal(x, x_before)
+    torch.testing.assert_close(fast, dec(z), rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_activations_never_touch_the_networks_input():
+    """An MLP encoder without hidden layers applies its activation to the input itself: not in place."""
+    enc, _ = make_networks("mlp", (1, 4, 4), latent_dim=2, hidden=[])
+    x = torch.randn(3, 1, 4, 4)
+    x_before = x.clone()
+    enc(x)
+    assert torch.equal(x, x_before)

@@ -27,11 +27,17 @@ from torch.distributions.utils import broadcast_all
 
 
 class BernoulliImage(dist.Independent):
-    """``Bernoulli(logits).to_event(n)`` whose log-density negates after summing the pixels.
+    r"""``Bernoulli(logits).to_event(n)`` for binary images, with a log-density of two passes over the logits.
 
-    log p(x) = -sum_i BCE(logits_i, x_i): torch's element-wise ``Bernoulli.log_prob``
-    negates every pixel before the sum, one more pass over a ``[K, B, *image]``
-    tensor that dominates the cost of a K=5000 importance-sampling estimate.
+    For x_i in {0, 1}, log p(x) = -sum_i softplus((1 - 2 x_i) l_i): log sigmoid(l_i)
+    where x_i = 1, log sigmoid(-l_i) where x_i = 0. Torch's element-wise
+    ``Bernoulli.log_prob`` (``binary_cross_entropy_with_logits``, then a negation)
+    makes several passes over the ``[K, B, *image]`` logits, the tensor that
+    dominates the cost of a K=5000 importance-sampling estimate; this form takes
+    two (a product and softplus), 1.45 times faster, and every pixel's term is
+    exact (no cancellation between sum_i x_i l_i and sum_i softplus(l_i), which
+    in float32 loses 1e-3 nats on a confident decoder's image;
+    ``benchmarks/decoder_kernels.py``).
     """
 
     def __init__(self, logits, event_dims):
@@ -41,11 +47,9 @@ class BernoulliImage(dist.Independent):
         return super().expand(batch_shape, _instance=self._get_checked_instance(BernoulliImage, _instance))
 
     def log_prob(self, value):
-        logits = self.base_dist.logits
-        if value.shape != logits.shape:
-            logits, value = torch.broadcast_tensors(logits, value)
-        bce = F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-        return -bce.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
+        n = self.reinterpreted_batch_ndims
+        sign = 1 - 2 * value.flatten(-n).to(self.base_dist.logits.dtype)
+        return -F.softplus(self.base_dist.logits.flatten(-n) * sign).sum(-1)
 
 
 class Bernoulli(nn.Module):

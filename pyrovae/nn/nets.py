@@ -6,19 +6,27 @@ input of shape ``[*batch, *in_shape]`` gives an output of shape
 particles at once under an outer ``pyro.plate`` instead of a Python loop.
 """
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus}
+# activations PyTorch can apply in place: after a layer whose output nothing else reads they overwrite it instead of
+# allocating a tensor of the layer's size (for a 64x64 conv decoder, those allocations took 18% of a K-sample estimate)
+IN_PLACE = {"relu", "elu"}
 
 
-def _activation(name):
+def _activation(name, in_place=True):
+    """The class of activation ``name``, in place where PyTorch offers it (:data:`IN_PLACE`) unless ``in_place=False``
+    (for an activation that may receive the network's input itself)."""
     try:
-        return ACTIVATIONS[name]
+        act = ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+    return functools.partial(act, inplace=True) if in_place and name in IN_PLACE else act
 
 
 def _apply_flat(net, x, n_event_dims, out_shape):
@@ -59,7 +67,7 @@ class MLPEncoder(nn.Module):
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         sizes = [math.prod(self.image_shape), *hidden]
-        self.body = nn.Sequential(nn.Flatten(), mlp(sizes, activation), _activation(activation)())
+        self.body = nn.Sequential(nn.Flatten(), mlp(sizes, activation), _activation(activation, bool(hidden))())
         self.head = GaussianHead(sizes[-1], latent_dim)
 
     def hidden_features(self, x):
@@ -158,6 +166,55 @@ def _channels_last(module):
     return module.to(memory_format=torch.channels_last)
 
 
+# the kernel rows (and columns) of a 4-tap, stride-2, padding-1 transposed convolution that reach an output of
+# phase a (row 2i + a) from inputs i - 1 + a and i + a
+_PHASE_TAPS = torch.tensor([[3, 1], [2, 0]])
+SUBPIXEL_MAX_CHANNELS = 3  # the most output channels for which the sub-pixel form is faster (without gradients)
+
+
+class SubPixelConvTranspose2d(nn.ConvTranspose2d):
+    r"""``nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)`` computed as a convolution and a pixel shuffle.
+
+    A stride-2 transposed convolution is four ordinary convolutions, one per
+    output phase (a, b) (Shi et al. 2016, "Is the deconvolution layer the same as
+    a convolutional layer?", arXiv 1609.07009):
+
+        y[o, 2i + a, 2j + b] = bias[o] + sum_{c, p, q} x[c, i - 1 + a + p, j - 1 + b + q] w[c, o, T[a, p], T[b, q]]
+
+    for p, q in {0, 1} and T = :data:`_PHASE_TAPS`. So one 2x2 convolution of the
+    zero-padded input with 4 c_out output channels, W[(o, a, b), c, p, q] =
+    w[c, o, T[a, p], T[b, q]], holds every phase at an offset (a, b), and
+    interleaving them gives y. Same parameters, same state dict and the same
+    function as the transposed convolution (to float rounding). oneDNN's
+    transposed convolution is slow for few output channels (a decoder's last
+    layer): on a CPU this form runs 2 to 3 times faster for 1 output channel and
+    1.5 times for 3, but not with gradients (forward and backward together gain
+    nothing for 1 output channel and lose 2x for 3) nor for more channels; so
+    :meth:`forward` takes it only without gradients (evaluation, K-sample
+    estimates, pictures) and trains with the transposed convolution itself
+    (``benchmarks/decoder_kernels.py``).
+    """
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__(in_channels, out_channels, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            return super().forward(x)
+        n, _, rows, cols = x.shape
+        c_out = self.out_channels
+        taps = _PHASE_TAPS.to(x.device)
+        w = self.weight[:, :, taps[:, None, :, None], taps[None, :, None, :]]  # [c_in, c_out, a, b, p, q]
+        w = w.permute(1, 2, 3, 0, 4, 5).reshape(4 * c_out, self.in_channels, 2, 2)
+        y = F.conv2d(x, w.contiguous(memory_format=torch.channels_last), self.bias.repeat_interleave(4), padding=1)
+        y = y.view(n, c_out, 2, 2, rows + 1, cols + 1)
+        out = y.new_empty(n, c_out, rows, 2, cols, 2)
+        for a in (0, 1):
+            for b in (0, 1):
+                out[:, :, :, a, :, b] = y[:, :, a, b, a:a + rows, b:b + cols]
+        return out.view(n, c_out, 2 * rows, 2 * cols)
+
+
 class ConvEncoder(nn.Module):
     """Strided convolutions then a Gaussian head; images ``[*batch, C, S, S]`` with S in {28, 64}.
 
@@ -209,6 +266,8 @@ class ConvDecoder(nn.Module):
         for i, (c_out, c_in, k, s, p) in enumerate(reversed(plan)):
             if i < len(plan) - 1:
                 layers += [_he_init(nn.ConvTranspose2d(c_in, c_out, k, s, p), activation), act()]
+            elif c_out <= SUBPIXEL_MAX_CHANNELS:
+                layers.append(SubPixelConvTranspose2d(c_in, c_out))
             else:
                 layers.append(nn.ConvTranspose2d(c_in, c_out, k, s, p))
         self.net = _channels_last(nn.Sequential(*layers))
