@@ -75,6 +75,25 @@ CANDIDATES = {
     # the main job's budget and schedule with a weaker KL term: beta < 1 throughout, or a KL warm-up
     "mj-beta0.5": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "beta": 0.5},
     "mj-warmup3": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "warmup": 3},
+    "mj-beta0.25": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "beta": 0.25},
+    "mj-beta0.1": {**BUDGET, "lr_decay": 0.7, "lr_decay_after": 7, "beta": 0.1},
+    # more steps (the step costs less since the kernels of a75759f), or the conv networks, with beta = 0.5
+    "mlp-e20-beta0.5": {**BUDGET, "epochs": 20, "lr_decay": 0.7, "lr_decay_after": 14, "beta": 0.5},
+    "mlp-e20-beta0.5-seed1": {**BUDGET, "epochs": 20, "lr_decay": 0.7, "lr_decay_after": 14, "beta": 0.5, "seed": 1},
+    "mlp-e24-beta0.5": {**BUDGET, "epochs": 24, "lr_decay": 0.7, "lr_decay_after": 17, "beta": 0.5},
+    # the same 10,000 steps, annealed longer: x0.8 per epoch over the last 10 epochs (3e-3 -> 3.2e-4)
+    "mlp-e20-beta0.5-decay0.8": {**BUDGET, "epochs": 20, "lr_decay": 0.8, "lr_decay_after": 10, "beta": 0.5},
+    "mlp-e20-beta0.5-lr5e-3-decay0.8": {**BUDGET, "epochs": 20, "lr": 5e-3, "lr_decay": 0.8, "lr_decay_after": 8,
+                                        "beta": 0.5},
+    # the same 10,000 steps annealed to a lower final rate (x0.6 per epoch over the last 7 epochs: 8.4e-5)
+    "mlp-e20-beta0.5-decay0.6": {**BUDGET, "epochs": 20, "lr_decay": 0.6, "lr_decay_after": 13, "beta": 0.5},
+    "mlp-e20-beta0.5-lr5e-3-decay0.6": {**BUDGET, "epochs": 20, "lr": 5e-3, "lr_decay": 0.6, "lr_decay_after": 12,
+                                        "beta": 0.5},
+    # 14,000 and 16,000 steps (a step takes about 21 ms on 2 quiet cores, so they fit about 5 minutes)
+    "mlp-e28-beta0.5": {**BUDGET, "epochs": 28, "lr_decay": 0.7, "lr_decay_after": 21, "beta": 0.5},
+    "mlp-e32-beta0.5": {**BUDGET, "epochs": 32, "lr_decay": 0.7, "lr_decay_after": 25, "beta": 0.5},
+    "conv-b64-e3-lr2e-3-beta0.5": {"arch": "conv", "num_train": 64000, "epochs": 3, "batch_size": 64, "lr": 2e-3,
+                                   "lr_decay": 0.5, "lr_decay_after": 2, "beta": 0.5},
 }
 
 

@@ -4,6 +4,7 @@ import json
 import textwrap
 
 import numpy as np
+import pytest
 
 from pyrovae.app.cli import main
 
@@ -116,6 +117,21 @@ def test_the_main_job_defaults_apply_to_the_vae_on_shapes_only():
     for other in ({"model": "hvae"}, {"dataset": "mnist"}, {"dataset": "rivers"}):
         cfg = make_config(out="run", **other)
         assert {k: cfg[k] for k in MAIN_JOB} == {k: defaults[k] for k in MAIN_JOB}, other
+
+
+@pytest.mark.parametrize("objective", [{"free_bits": 0.5}, {"capacity": 25.0, "capacity_steps": 100},
+                                       {"warmup": 2}, {"objective": "iwae", "particles": 5}, {"objective": "elbo"}])
+def test_the_main_jobs_beta_gives_way_to_any_other_objective(objective):
+    """The main job trains with beta = 0.5; asking for another objective on shapes gets that objective alone
+    (beta would not combine with it), and the rest of the main job's budget stays."""
+    from pyrovae.app.config import MAIN_JOB, make_config
+    from pyrovae.app.runs import make_objective
+
+    cfg = make_config(out="run", **objective)
+    assert cfg["beta"] is None and cfg["epochs"] == MAIN_JOB["epochs"]
+    make_objective(cfg)  # no "different objectives" error
+    assert make_config(out="run", beta=4.0)["beta"] == 4.0
+    assert type(make_objective(make_config(out="run"))).__name__ == "BetaVAE"
 
 
 def test_train_on_binarized_mnist_files(tmp_path):
