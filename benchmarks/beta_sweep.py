@@ -66,7 +66,8 @@ def parse_args():
 
 def settings(args):
     steps = args.epochs * -(-args.num_train // args.batch_size)
-    out = [(f"beta={b:g}", {"beta": b} if b != 1 else {}) for b in args.betas]
+    # beta = 1 asks for the ELBO by name: with no objective option the vae on shapes gets the main job's beta = 0.5
+    out = [(f"beta={b:g}", {"beta": b} if b != 1 else {"objective": "elbo"}) for b in args.betas]
     if args.capacity > 0:
         capacity_steps = max(1, round(args.capacity_fraction * steps))
         out.append((f"capacity C={args.capacity:g} over {capacity_steps} steps, gamma={args.gamma:g}",

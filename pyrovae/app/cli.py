@@ -34,6 +34,16 @@ def _train_parser(sub):
     return p
 
 
+def _say_main_job_defaults(cfg):
+    """Name the main job's defaults a run of the vae on shapes takes (they differ from the options' own)."""
+    from pyrovae.app.config import MAIN_JOB, is_main_job
+
+    taken = {k: cfg[k] for k in MAIN_JOB if k not in cfg["given"] and cfg[k] == MAIN_JOB[k]}
+    if is_main_job(cfg) and taken and distributed.current().is_main:
+        shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in taken.items())
+        print(f"the vae on shapes takes the main job's defaults (options given win): {shown}", file=sys.stderr)
+
+
 def cmd_train(args):
     from pyrovae.app.config import OPTIONS
     from pyrovae.app.runs import make_objective, train
@@ -44,6 +54,7 @@ def cmd_train(args):
     cfg = make_config(given)
     if not args.resume:
         make_objective(cfg)  # contradictory objective flags fail before any data is loaded
+        _say_main_job_defaults(cfg)
     summary = train(cfg, resume=args.resume, progress=args.progress)
     if not distributed.current().is_main:
         return
