@@ -395,3 +395,16 @@ def test_a_diverging_python_run_raises_and_commits_nothing_non_finite(tmp_path):
                  max_bad_steps=2)
     with pytest.raises(DivergenceError, match="non-finite"):
         run.fit()
+
+
+def test_grey_data_in_the_validation_split_are_found_before_training():
+    """Training runs with Pyro's validation off, and the validation bound is scored inside it: a grey validation
+    image must be named before training, not scored as if it were binary."""
+    images = (torch.rand(96, 1, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    val = images[32:].clone()
+    val[50, 0, 2, 2] = 0.25  # beyond the first batch, which the pair check reads with Pyro's validation on
+    model, guide = small_pair(image_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"validation datum 50 lies outside the support .*binarize"):
+        from pyrovae import SVIRun
+
+        SVIRun(model, guide, Split(images[:32]), Split(val), batch_size=32, progress=False)

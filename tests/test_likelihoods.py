@@ -261,3 +261,33 @@ def test_the_bernoulli_image_density_is_the_sum_of_bernoulli_pixels(event_shape)
     torch.testing.assert_close(got, expected, rtol=0, atol=2.1e-9 * x[0].numel())
     grad, = torch.autograd.grad(got.sum(), logits)
     torch.testing.assert_close(grad, x - torch.sigmoid(logits.detach()))
+
+
+def test_the_bernoulli_image_density_refuses_grey_values_as_pyro_does():
+    """-softplus((1 - 2x) l) holds for binary x only (at x = 1/2 it is the constant -log 2): with Pyro's validation
+    on, a grey value raises as Pyro's Bernoulli does, for any event size; with it off it is taken as binary."""
+    logits = torch.randn(2, 3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    grey = torch.full((3, 1, 4, 4), 0.5)
+    with pyro.validation_enabled(True):
+        with pytest.raises(ValueError, match="support"):
+            dist.Bernoulli(logits=logits).to_event(3).log_prob(grey)
+        with pytest.raises(ValueError, match="binary"):
+            BernoulliImage(logits, 3).log_prob(grey)
+    with pyro.validation_enabled(False):
+        assert BernoulliImage(logits, 3).log_prob(grey).shape == (2, 3)
+    # no event dimensions: one Bernoulli per element
+    x = torch.tensor([0.0, 1.0, 1.0])
+    torch.testing.assert_close(BernoulliImage(torch.tensor([0.3, -2.0, 25.0]), 0).log_prob(x),
+                               dist.Bernoulli(logits=torch.tensor([0.3, -2.0, 25.0])).log_prob(x))
+
+
+def test_evaluating_grey_data_under_a_bernoulli_pair_is_an_error_not_a_number():
+    from pyrovae import evaluate_elbo, log_likelihood
+
+    model = VAE(MLPDecoder((16,), 2, (8,)), StandardNormal(2), Bernoulli(1))
+    guide = GaussianGuide(MLPEncoder((16,), 2, (8,)))
+    grey = torch.rand(4, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="binary"):
+        evaluate_elbo(model, guide, grey)
+    with pytest.raises(ValueError, match="binary"):
+        log_likelihood(model, guide, grey, num_samples=3)

@@ -224,20 +224,24 @@ class SVIRun:
             raise
         except (RuntimeError, ValueError, TypeError) as e:
             fields = f" with keyword fields {sorted(batch.kwargs)}" if batch.kwargs else ""
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            lines = str(e).strip().splitlines()
+            first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
             raise PairError(f"data of shape {list(batch.x.shape)}{fields} does not fit the pair: running it failed "
                             f"with {type(e).__name__}: {first}") from None
 
     def _check_data(self):
-        """Every training datum within the support of the observed site that scores the data, checked once.
+        """Every training and validation datum within the support of the observed site that scores the data.
 
         The first batch was checked with the pair (:func:`~pyrovae.infer.trace.check_pair`); here the site's
-        support constraint is applied to the whole split at once, when the site scores the data in their own
-        shape (dynamically binarized data are binary by construction).
+        support constraint is applied to each whole split at once, when the site scores the data in their own
+        shape (dynamically binarized data are binary by construction). Training runs with Pyro's validation
+        off (it cannot be recorded), so this is where data outside the support are caught.
         """
-        split = self.train_split
-        if split.binarize == "dynamic":
-            return
+        for role, split in (("training", self.train_split), ("validation", self.val_split)):
+            if split is not None and split.binarize != "dynamic":
+                self._check_support(role, split)
+
+    def _check_support(self, role, split):
         batch = self._first_batch(split)
         with torch.no_grad(), poutine.block():
             pt = trace_pair(self.model, self.guide, batch.x, enumerate=False, **batch.kwargs)
@@ -250,7 +254,7 @@ class SVIRun:
                 index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
                 hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
                         if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
-                raise PairError(f"training datum {index} lies outside the support of the observed site "
+                raise PairError(f"{role} datum {index} lies outside the support of the observed site "
                                 f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
 
     def _collect_params(self):
