@@ -138,6 +138,18 @@ def test_the_main_jobs_beta_gives_way_to_any_other_objective(objective):
     assert type(make_objective(make_config(out="run"))).__name__ == "BetaVAE"
 
 
+def test_resuming_the_main_job_with_another_objective_is_refused():
+    """A new run given --objective elbo trains the ELBO; a main-job run (beta = 0.5 by default) resumed with it would
+    quietly go on with beta = 0.5, so the resume names the option instead."""
+    from pyrovae.app.config import ConfigError, check_resume, make_config
+
+    saved = make_config(out="run")
+    with pytest.raises(ConfigError, match=r"--objective 'elbo' \(the run trains with the main job's --beta 0.5\)"):
+        check_resume(saved, {"out": "run", "objective": "elbo"})
+    assert check_resume(saved, {"out": "run", "epochs": 30})["beta"] == 0.5
+    assert check_resume(make_config(out="run", beta=0.5), {"out": "run", "objective": "elbo"})["beta"] == 0.5
+
+
 def test_train_on_binarized_mnist_files(tmp_path):
     rng = np.random.default_rng(0)
     for split, n in (("train", 64), ("valid", 16), ("test", 16)):

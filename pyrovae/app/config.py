@@ -268,6 +268,10 @@ def check_resume(saved, given):
     every other given option that differs from the run's."""
     differ = [f"{BY_NAME[k].cli_flag} {v!r} (the run has {saved.get(k)!r})" for k, v in given.items()
               if v is not None and k in BY_NAME and k not in RESUMABLE and _normal(v) != _normal(saved.get(k))]
+    if saved.get("beta") is not None and "beta" not in saved.get("given", ["beta"]):  # the main job's beta
+        differ += [f"{BY_NAME[k].cli_flag} {given[k]!r} (the run trains with the main job's --beta {saved['beta']!r})"
+                   for k in MAIN_JOB_BETA_YIELDS_TO if given.get(k) is not None
+                   and _normal(given[k]) == _normal(saved.get(k))]
     if differ:
         raise ConfigError("--resume continues the run as it was configured; these options differ from it: "
                           + "; ".join(differ) + ". Drop them, or train a new run with another --out")
