@@ -19,7 +19,7 @@ def test_train_then_evaluate(tmp_path, capsys):
     printed = captured.out
     assert "test ELBO:" in printed and "nats per datum" in printed
     # the main job's defaults it took are named (not --epochs and --num-train: given)
-    said = captured.err.split("the vae on shapes takes the main job's defaults (options given win): ")[1]
+    said = captured.out.split("the vae on shapes takes the main job's defaults (options given win): ")[1]
     assert said.splitlines()[0] == "--lr 0.003, --lr-decay 0.7, --lr-decay-after 14, --beta 0.5"
     for name in ("config.json", "checkpoints.json", "epoch-0002.pt", "metrics.jsonl", "samples.png",
                  "reconstructions.png", "summary.json", "report.html"):

@@ -41,7 +41,7 @@ def _say_main_job_defaults(cfg):
     taken = {k: cfg[k] for k in MAIN_JOB if k not in cfg["given"] and cfg[k] == MAIN_JOB[k]}
     if is_main_job(cfg) and taken and distributed.current().is_main:
         shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in taken.items())
-        print(f"the vae on shapes takes the main job's defaults (options given win): {shown}", file=sys.stderr)
+        print(f"the vae on shapes takes the main job's defaults (options given win): {shown}", flush=True)
 
 
 def cmd_train(args):

@@ -249,8 +249,8 @@ class DiscretizedLogistic(TorchDistribution):
         return new
 
     def log_prob(self, value):
-        if dist.is_validation_enabled():
-            check_binary(value)
+        if self._validate_args:
+            self._validate_sample(value)
         level = (value * 255).round()
         # the edges from the level, so that one level's upper edge is bitwise its neighbour's lower edge
         a = ((level + 0.5) / 255 - self.loc) / self.scale
