@@ -62,7 +62,8 @@ def _pair(args, arch):
     from pyrovae.app.runs import dataset_for, make_objective
 
     cfg = make_config(dataset="shapes", arch=arch, num_train=args.num_train, val_size=args.val_size,
-                      num_test=args.eval_num_test, batch_size=args.batch_size, epochs=args.epochs, seed=0)
+                      num_test=args.eval_num_test, batch_size=args.batch_size, epochs=args.epochs, seed=0,
+                      objective="elbo")  # by name: the vae on shapes would otherwise take the main job's beta
     data = dataset_for(cfg)
     cfg["likelihood"] = likelihood_name(cfg, data.train)
     pyro.set_rng_seed(0)
