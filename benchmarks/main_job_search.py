@@ -89,7 +89,7 @@ CANDIDATES = {
     "mlp-e20-beta0.5-decay0.6": {**BUDGET, "epochs": 20, "lr_decay": 0.6, "lr_decay_after": 13, "beta": 0.5},
     "mlp-e20-beta0.5-lr5e-3-decay0.6": {**BUDGET, "epochs": 20, "lr": 5e-3, "lr_decay": 0.6, "lr_decay_after": 12,
                                         "beta": 0.5},
-    # 14,000 and 16,000 steps (a step takes about 21 ms on 2 quiet cores, so they fit about 5 minutes)
+    # 14,000 and 16,000 steps (at the main job's 24-28 ms per step on 2 quiet cores: about 6.5 and 7.5 minutes)
     "mlp-e28-beta0.5": {**BUDGET, "epochs": 28, "lr_decay": 0.7, "lr_decay_after": 21, "beta": 0.5},
     "mlp-e32-beta0.5": {**BUDGET, "epochs": 32, "lr_decay": 0.7, "lr_decay_after": 25, "beta": 0.5},
     "conv-b64-e3-lr2e-3-beta0.5": {"arch": "conv", "num_train": 64000, "epochs": 3, "batch_size": 64, "lr": 2e-3,

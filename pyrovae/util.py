@@ -1,4 +1,4 @@
-"""Small helpers every estimator shares: a seeded random block, chunking of draws, a memory meter."""
+"""Small helpers every estimator shares: a seeded random block, chunking of draws, a memory meter, error lines."""
 
 import contextlib
 
@@ -70,3 +70,12 @@ def peak_tensor_bytes(fn):
     with LiveTensorBytes() as meter:
         result = fn()
     return meter.peak, result
+
+
+def error_line(e):
+    """``"TypeName: message"`` on one line for an exception ``e``: the message's first line, or for an error Pyro
+    wraps ("Error while computing log_prob at site 'x':" followed by the cause and the trace shapes) that line
+    and the cause."""
+    lines = str(e).strip().splitlines()
+    first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
+    return f"{type(e).__name__}: {first}"

@@ -36,11 +36,11 @@ def _train_parser(sub):
 
 def _say_main_job_defaults(cfg):
     """Name the main job's defaults a run of the vae on shapes takes (they differ from the options' own)."""
-    from pyrovae.app.config import MAIN_JOB, is_main_job
+    from pyrovae.app.config import BY_NAME, MAIN_JOB, is_main_job
 
     taken = {k: cfg[k] for k in MAIN_JOB if k not in cfg["given"] and cfg[k] == MAIN_JOB[k]}
     if is_main_job(cfg) and taken and distributed.current().is_main:
-        shown = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in taken.items())
+        shown = ", ".join(f"{BY_NAME[k].cli_flag} {v:g}" for k, v in taken.items())
         print(f"the vae on shapes takes the main job's defaults (options given win): {shown}", flush=True)
 
 

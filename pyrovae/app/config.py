@@ -268,7 +268,10 @@ def check_resume(saved, given):
     every other given option that differs from the run's."""
     differ = [f"{BY_NAME[k].cli_flag} {v!r} (the run has {saved.get(k)!r})" for k, v in given.items()
               if v is not None and k in BY_NAME and k not in RESUMABLE and _normal(v) != _normal(saved.get(k))]
-    if saved.get("beta") is not None and "beta" not in saved.get("given", ["beta"]):  # the main job's beta
+    # a beta the run did not ask for is the main job's, which an objective option would have replaced in a new run
+    # (a config.json without "given" predates the main job's beta: its beta was asked for)
+    main_job_beta = saved.get("beta") is not None and "beta" not in saved.get("given", ["beta"])
+    if main_job_beta:
         differ += [f"{BY_NAME[k].cli_flag} {given[k]!r} (the run trains with the main job's --beta {saved['beta']!r})"
                    for k in MAIN_JOB_BETA_YIELDS_TO if given.get(k) is not None
                    and _normal(given[k]) == _normal(saved.get(k))]

@@ -23,6 +23,7 @@ from pyrovae.app import viz
 from pyrovae.data import GROUND_TRUTH, SPLIT_SEED_OFFSETS, ground_truth, rivers
 from pyrovae.data.shapes import FACTOR_NAMES
 from pyrovae.evaluate.factors import factor_latent_information
+from pyrovae.util import error_line
 
 PICTURES = {  # file name -> caption, in the order shown
     "training_curves.png": "Training curves: the training bound (mean over each epoch's batches) and the "
@@ -138,7 +139,7 @@ def _attempt(name, fn, *args, **kwargs):
         fn(*args, **kwargs)
         return None
     except _FAILURES as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reason = error_line(e)
         warnings.warn(f"no {name}: {reason}", stacklevel=2)
         return reason
 

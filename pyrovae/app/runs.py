@@ -41,6 +41,7 @@ from pyrovae.infer.regularized import BetaVAE, ControlledCapacity, FreeBits
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.svi import DivergenceError, SVIRun, evaluate_elbo, load_param_store
 from pyrovae.infer.trace import trace_pair
+from pyrovae.util import error_line
 
 SUMMARY_TOLERANCE = 1e-4  # nats per datum between a reloaded run's test ELBO and the one it reported
 
@@ -347,7 +348,7 @@ def shape_check(run, num=1000):
         figures = shape_summary(run.model, run.guide, run.data.test, num=num, seed=run.cfg.get("seed", 0),
                                 classifier=shape_classifier(0))
     except (ValueError, RuntimeError, TypeError, NotImplementedError, KeyError, IndexError) as e:
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        reason = error_line(e)
         warnings.warn(f"no shape check: {reason}", stacklevel=2)
         return {"shape_check_skipped": reason}
     return {**figures, "shape_check_seconds": time.perf_counter() - start}

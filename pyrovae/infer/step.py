@@ -54,6 +54,7 @@ import torch
 from torch import nn
 
 from pyrovae.infer.trace import forked_rng
+from pyrovae.util import error_line
 
 MODES = ("eager", "graph", "inductor")
 
@@ -382,8 +383,7 @@ def _cause(e):
     for marker, cause in _KNOWN_CAUSES:
         if marker in text:
             return cause
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    return f"{type(e).__name__}: {first[:160]}"
+    return error_line(e)[:200]
 
 
 def _script(graph, args):

@@ -56,7 +56,7 @@ from pyrovae.infer.regularized import ControlledCapacity, FreeBits
 from pyrovae.infer.runfolder import RunFolder, RunFolderError
 from pyrovae.infer.step import StepFunction
 from pyrovae.infer.trace import PairError, check_pair, evaluation_mode, is_observed, pair_modules, trace_pair
-from pyrovae.util import seeded
+from pyrovae.util import error_line, seeded
 
 
 @torch.no_grad()
@@ -224,10 +224,8 @@ class SVIRun:
             raise
         except (RuntimeError, ValueError, TypeError) as e:
             fields = f" with keyword fields {sorted(batch.kwargs)}" if batch.kwargs else ""
-            lines = str(e).strip().splitlines()
-            first = " ".join(lines[:2]) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
             raise PairError(f"data of shape {list(batch.x.shape)}{fields} does not fit the pair: running it failed "
-                            f"with {type(e).__name__}: {first}") from None
+                            f"with {error_line(e)}") from None
 
     def _check_data(self):
         """Every training and validation datum within the support of the observed site that scores the data.
@@ -237,25 +235,25 @@ class SVIRun:
         shape (dynamically binarized data are binary by construction). Training runs with Pyro's validation
         off (it cannot be recorded), so this is where data outside the support are caught.
         """
-        for role, split in (("training", self.train_split), ("validation", self.val_split)):
-            if split is not None and split.binarize != "dynamic":
-                self._check_support(role, split)
-
-    def _check_support(self, role, split):
-        batch = self._first_batch(split)
+        splits = [(role, split) for role, split in (("training", self.train_split), ("validation", self.val_split))
+                  if split is not None and split.binarize != "dynamic"]
+        if not splits:
+            return
+        batch = self._first_batch(self.train_split)
         with torch.no_grad(), poutine.block():
             pt = trace_pair(self.model, self.guide, batch.x, enumerate=False, **batch.kwargs)
         for site in pt.model.nodes.values():
             if not is_observed(site) or site["value"].shape != batch.x.shape or not torch.equal(site["value"],
                                                                                                batch.x):
                 continue
-            bad = ~site["fn"].support.check(split.data.to(self.device))
-            if bool(bad.any()):
-                index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
-                hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
-                        if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
-                raise PairError(f"{role} datum {index} lies outside the support of the observed site "
-                                f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
+            for role, split in splits:
+                bad = ~site["fn"].support.check(split.data.to(self.device))
+                if bool(bad.any()):
+                    index = int(torch.nonzero(bad.reshape(len(split), -1).any(-1))[0])
+                    hint = ("binarize it (--binarize dynamic or static) or use a Gaussian likelihood"
+                            if "Bernoulli" in repr(site["fn"]) else "check the data and the likelihood")
+                    raise PairError(f"{role} datum {index} lies outside the support of the observed site "
+                                    f"{site['name']!r} ({type(site['fn']).__name__}): {hint}")
 
     def _collect_params(self):
         """The pair's parameters: its modules' and every one it registers in the run's param store."""
